@@ -170,7 +170,10 @@ impl Layers {
     fn lookup(&self, name: &str) -> Option<(String, Origin)> {
         let env_key = env_key(name);
         if let Some(v) = self.flags.get(name) {
-            return Some((v.clone(), Origin::Flag(format!("--{}", name.replace('_', "-")))));
+            return Some((
+                v.clone(),
+                Origin::Flag(format!("--{}", name.replace('_', "-"))),
+            ));
         }
         if let Some(v) = self.env.get(&env_key) {
             return Some((v.clone(), Origin::Env(env_key)));
@@ -197,11 +200,20 @@ pub fn env_key(name: &str) -> String {
 }
 
 fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(ENV_CONFIG, format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(ENV_CONFIG, format!("cannot read {}: {e}", path.display()))
+    })?;
     text.parse::<toml::Table>().map_err(|e| {
-        let first_line = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
-        ConfigError::new(ENV_CONFIG, format!("{} is not valid TOML: {first_line}", path.display()))
+        let first_line = e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_owned();
+        ConfigError::new(
+            ENV_CONFIG,
+            format!("{} is not valid TOML: {first_line}", path.display()),
+        )
     })
 }
 
@@ -210,11 +222,7 @@ fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
 fn toml_scalar(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
-        toml::Value::Array(items) => items
-            .iter()
-            .map(toml_scalar)
-            .collect::<Vec<_>>()
-            .join(","),
+        toml::Value::Array(items) => items.iter().map(toml_scalar).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
 }
@@ -235,7 +243,10 @@ pub fn load(layers: &Layers) -> Result<Config, ConfigError> {
 
     let (key_prefix, origin) = parse("key_prefix");
     if key_prefix.is_empty() || key_prefix.chars().any(|c| c.is_whitespace()) {
-        return Err(ConfigError::new(origin.key(), "must be non-empty and contain no spaces"));
+        return Err(ConfigError::new(
+            origin.key(),
+            "must be non-empty and contain no spaces",
+        ));
     }
 
     let listen = socket_addr(parse("listen"))?;
@@ -259,7 +270,10 @@ pub fn load(layers: &Layers) -> Result<Config, ConfigError> {
 
     let lease_ttl = duration(parse("lease_ttl"))?;
     if lease_ttl < Duration::from_secs(1) {
-        return Err(ConfigError::new(parse("lease_ttl").1.key(), "must be at least 1s"));
+        return Err(ConfigError::new(
+            parse("lease_ttl").1.key(),
+            "must be at least 1s",
+        ));
     }
     let refresh_margin = positive_duration(parse("refresh_margin"))?;
     let pre_auth_margin = duration(parse("pre_auth_margin"))?;
@@ -303,18 +317,24 @@ fn check_redis_url(raw: &str) -> Result<(), String> {
     if raw == "memory://" || raw == "memory:" {
         return Ok(());
     }
-    let u = url::Url::parse(raw).map_err(|_| "is not a URL (redis://, rediss:// or memory://)".to_owned())?;
+    let u = url::Url::parse(raw)
+        .map_err(|_| "is not a URL (redis://, rediss:// or memory://)".to_owned())?;
     match u.scheme() {
         "redis" | "rediss" | "redis+unix" | "unix" => Ok(()),
         "memory" => Ok(()),
-        other => Err(format!("scheme {other:?} is not one of redis, rediss, memory")),
+        other => Err(format!(
+            "scheme {other:?} is not one of redis, rediss, memory"
+        )),
     }
 }
 
 fn socket_addr((v, origin): (String, Origin)) -> Result<SocketAddr, ConfigError> {
-    v.trim()
-        .parse()
-        .map_err(|_| ConfigError::new(origin.key(), format!("{v:?} is not an address like 0.0.0.0:8080")))
+    v.trim().parse().map_err(|_| {
+        ConfigError::new(
+            origin.key(),
+            format!("{v:?} is not an address like 0.0.0.0:8080"),
+        )
+    })
 }
 
 fn duration((v, origin): (String, Origin)) -> Result<Duration, ConfigError> {
@@ -332,8 +352,10 @@ fn positive_duration(input: (String, Origin)) -> Result<Duration, ConfigError> {
 
 /// Platforms come from the file's `[[platform]]` tables or from the four variables, never both.
 fn platforms(layers: &Layers) -> Result<Vec<PlatformConfig>, ConfigError> {
-    let from_vars: Vec<Option<(String, Origin)>> =
-        PLATFORM_KEYS.iter().map(|k| layers.lookup_platform_var(k)).collect();
+    let from_vars: Vec<Option<(String, Origin)>> = PLATFORM_KEYS
+        .iter()
+        .map(|k| layers.lookup_platform_var(k))
+        .collect();
     let any_var = from_vars.iter().any(Option::is_some);
     let file_tables = layers
         .file
@@ -397,9 +419,14 @@ impl Layers {
     fn lookup_platform_var(&self, name: &str) -> Option<(String, Origin)> {
         let env_key = env_key(name);
         if let Some(v) = self.flags.get(name) {
-            return Some((v.clone(), Origin::Flag(format!("--{}", name.replace('_', "-")))));
+            return Some((
+                v.clone(),
+                Origin::Flag(format!("--{}", name.replace('_', "-"))),
+            ));
         }
-        self.env.get(&env_key).map(|v| (v.clone(), Origin::Env(env_key)))
+        self.env
+            .get(&env_key)
+            .map(|v| (v.clone(), Origin::Env(env_key)))
     }
 }
 
@@ -409,9 +436,14 @@ fn platform_from(values: Vec<(String, Origin)>) -> Result<PlatformConfig, Config
     let appid_value = appid.0.trim().to_owned();
     if appid_value.is_empty()
         || appid_value.len() > 64
-        || !appid_value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || !appid_value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(ConfigError::new(appid.1.key(), "must be a WeChat appid (letters and digits)"));
+        return Err(ConfigError::new(
+            appid.1.key(),
+            "must be a WeChat appid (letters and digits)",
+        ));
     }
     if secret.0.trim().is_empty() {
         return Err(ConfigError::new(secret.1.key(), "must not be empty"));

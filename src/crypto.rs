@@ -98,7 +98,11 @@ pub fn verify_msg_signature(
 
 /// Decrypts an `Encrypt` field and checks that the trailing appid is `expected_appid`.
 /// Returns the inner message bytes (normally XML).
-pub fn decrypt(key: &AesKey, encrypt_b64: &str, expected_appid: &str) -> Result<Vec<u8>, CryptoError> {
+pub fn decrypt(
+    key: &AesKey,
+    encrypt_b64: &str,
+    expected_appid: &str,
+) -> Result<Vec<u8>, CryptoError> {
     let mut buf = STANDARD
         .decode(encrypt_b64.trim())
         .map_err(|_| CryptoError::Base64)?;

@@ -1,3 +1,6 @@
 #![forbid(unsafe_code)]
-pub mod crypto;
+pub mod clock;
 pub mod config;
+pub mod crypto;
+pub mod redact;
+pub mod store;

@@ -68,7 +68,12 @@ fn flag_beats_env_beats_file() {
 
 #[test]
 fn durations_in_all_units() {
-    for (text, want) in [("500ms", 500), ("10s", 10_000), ("15m", 900_000), ("2h", 7_200_000)] {
+    for (text, want) in [
+        ("500ms", 500),
+        ("10s", 10_000),
+        ("15m", 900_000),
+        ("2h", 7_200_000),
+    ] {
         assert_eq!(parse_duration(text).unwrap(), Duration::from_millis(want));
     }
     assert!(parse_duration("ten seconds").is_err());
@@ -100,7 +105,10 @@ fn missing_platform_value_is_named() {
     let mut layers = with(&[]);
     layers.env.remove("WXKEEPER_COMPONENT_TOKEN");
     assert_eq!(load(&layers).unwrap_err().key, "WXKEEPER_COMPONENT_TOKEN");
-    assert_eq!(load(&Layers::default()).unwrap_err().key, "WXKEEPER_COMPONENT_APPID");
+    assert_eq!(
+        load(&Layers::default()).unwrap_err().key,
+        "WXKEEPER_COMPONENT_APPID"
+    );
 }
 
 #[test]
@@ -113,9 +121,9 @@ fn bad_aes_key_is_named_without_echoing_it() {
 
 #[test]
 fn platforms_from_file_tables() {
-    let mut layers = Layers::default();
-    layers.file = file(&format!(
-        r#"
+    let layers = Layers {
+        file: file(&format!(
+            r#"
 redis_url = "memory://"
 [[platform]]
 component_appid = "wxaaaa"
@@ -128,9 +136,17 @@ component_appsecret = "two"
 component_token = "t2"
 component_aes_key = "{KEY}"
 "#
-    ));
+        )),
+        ..Layers::default()
+    };
     let c = load(&layers).unwrap();
-    assert_eq!(c.platforms.iter().map(|p| p.appid.as_str()).collect::<Vec<_>>(), ["wxaaaa", "wxbbbb"]);
+    assert_eq!(
+        c.platforms
+            .iter()
+            .map(|p| p.appid.as_str())
+            .collect::<Vec<_>>(),
+        ["wxaaaa", "wxbbbb"]
+    );
     assert!(c.platform("wxbbbb").is_some());
     // Debug of the whole config leaks neither secrets nor the AES key.
     let debug = format!("{c:?}");
@@ -150,17 +166,22 @@ fn platforms_from_both_sources_is_an_error() {
 
 #[test]
 fn duplicate_appids_in_file_are_refused() {
-    let mut layers = Layers::default();
     let table = format!(
         "[[platform]]\ncomponent_appid = \"wxaaaa\"\ncomponent_appsecret = \"x\"\ncomponent_token = \"t\"\ncomponent_aes_key = \"{KEY}\"\n"
     );
-    layers.file = file(&format!("{table}{table}"));
+    let layers = Layers {
+        file: file(&format!("{table}{table}")),
+        ..Layers::default()
+    };
     let err = load(&layers).unwrap_err();
     assert!(err.key.starts_with("platform[1].component_appid"), "{err}");
 }
 
 #[test]
 fn redis_password_is_redacted() {
-    assert_eq!(redact_url("redis://user:hunter2@redis:6379/0"), "redis://user:***@redis:6379/0");
+    assert_eq!(
+        redact_url("redis://user:hunter2@redis:6379/0"),
+        "redis://user:***@redis:6379/0"
+    );
     assert_eq!(redact_url("memory://"), "memory://");
 }

@@ -44,15 +44,36 @@ fn official_component_vector_e_decrypts_with_pad_22() {
 fn official_component_vector_e_signature_matches() {
     let sig = msg_signature("AAAAA", "1715943329", "1590219412", E_ENCRYPT);
     assert_eq!(sig, "6c12a4205838198b8fa631b3220723bb07f1015c");
-    assert!(verify_msg_signature("AAAAA", "1715943329", "1590219412", E_ENCRYPT, &sig));
-    assert!(verify_msg_signature("AAAAA", "1715943329", "1590219412", E_ENCRYPT, &sig.to_uppercase()));
-    assert!(!verify_msg_signature("AAAAA", "1715943330", "1590219412", E_ENCRYPT, &sig));
+    assert!(verify_msg_signature(
+        "AAAAA",
+        "1715943329",
+        "1590219412",
+        E_ENCRYPT,
+        &sig
+    ));
+    assert!(verify_msg_signature(
+        "AAAAA",
+        "1715943329",
+        "1590219412",
+        E_ENCRYPT,
+        &sig.to_uppercase()
+    ));
+    assert!(!verify_msg_signature(
+        "AAAAA",
+        "1715943330",
+        "1590219412",
+        E_ENCRYPT,
+        &sig
+    ));
 }
 
 #[test]
 fn official_component_vector_e_encrypts_byte_for_byte() {
     let k = key(E_KEY);
-    assert_eq!(encrypt(&k, random16("1205899eaf019bbd"), E_MSG.as_bytes(), E_APPID), E_ENCRYPT);
+    assert_eq!(
+        encrypt(&k, random16("1205899eaf019bbd"), E_MSG.as_bytes(), E_APPID),
+        E_ENCRYPT
+    );
     let reply = "<xml><demo_resp>[CDATA[good luck]]</demo_resp></xml>";
     let enc = encrypt(&k, random16("999951349e8ee746"), reply.as_bytes(), E_APPID);
     assert_eq!(enc, E_REPLY_ENCRYPT);
@@ -69,18 +90,27 @@ fn tencent_vector_f_with_pad_30_and_nonzero_trailing_key_bits() {
     assert_eq!(sig, "477715d11cdb4164915debcba66cb864d751f3e6");
     let msg = decrypt(&key(F_KEY), F_ENCRYPT, F_ID).unwrap();
     assert_eq!(std::str::from_utf8(&msg).unwrap(), F_MSG);
-    let enc = encrypt(&key(F_KEY), random16("0960688932c47ef1"), F_MSG.as_bytes(), F_ID);
+    let enc = encrypt(
+        &key(F_KEY),
+        random16("0960688932c47ef1"),
+        F_MSG.as_bytes(),
+        F_ID,
+    );
     assert_eq!(enc, F_ENCRYPT);
 }
 
 #[test]
 fn url_verify_vector_b_with_pad_7() {
-    let echostr = "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ==";
+    let echostr =
+        "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ==";
     assert_eq!(
         msg_signature("QDG6eK", "1409659589", "263014780", echostr),
         "5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3"
     );
-    assert_eq!(decrypt(&key(F_KEY), echostr, F_ID).unwrap(), b"1616140317555161061");
+    assert_eq!(
+        decrypt(&key(F_KEY), echostr, F_ID).unwrap(),
+        b"1616140317555161061"
+    );
 }
 
 #[test]
@@ -126,14 +156,23 @@ fn synthetic_ticket_vectors_s_cover_pads_32_17_1() {
         );
         assert_eq!(msg_signature("AAAAA", "1413192605", "1234567890", enc), sig);
         assert_eq!(decrypt(&k, enc, E_APPID).unwrap(), pt.as_bytes());
-        assert_eq!(encrypt(&k, random16("0123456789abcdef"), pt.as_bytes(), E_APPID), enc);
+        assert_eq!(
+            encrypt(&k, random16("0123456789abcdef"), pt.as_bytes(), E_APPID),
+            enc
+        );
     }
 }
 
 #[test]
 fn wrong_appid_is_refused() {
-    assert_eq!(decrypt(&key(E_KEY), E_ENCRYPT, "wx0000000000000000"), Err(CryptoError::AppIdMismatch));
-    assert_eq!(decrypt(&key(E_KEY), E_ENCRYPT, "wx134c8103faa5a59"), Err(CryptoError::AppIdMismatch));
+    assert_eq!(
+        decrypt(&key(E_KEY), E_ENCRYPT, "wx0000000000000000"),
+        Err(CryptoError::AppIdMismatch)
+    );
+    assert_eq!(
+        decrypt(&key(E_KEY), E_ENCRYPT, "wx134c8103faa5a59"),
+        Err(CryptoError::AppIdMismatch)
+    );
 }
 
 #[test]
@@ -145,12 +184,24 @@ fn wrong_key_fails_cleanly() {
 #[test]
 fn malformed_ciphertexts_are_classified() {
     let k = key(E_KEY);
-    assert_eq!(decrypt(&k, "not base64!", E_APPID), Err(CryptoError::Base64));
-    assert_eq!(decrypt(&k, "AAAA", E_APPID), Err(CryptoError::CiphertextLength(3)));
+    assert_eq!(
+        decrypt(&k, "not base64!", E_APPID),
+        Err(CryptoError::Base64)
+    );
+    assert_eq!(
+        decrypt(&k, "AAAA", E_APPID),
+        Err(CryptoError::CiphertextLength(3))
+    );
     let sixteen = base64::engine::general_purpose::STANDARD.encode([0u8; 16]);
-    assert_eq!(decrypt(&k, &sixteen, E_APPID), Err(CryptoError::CiphertextLength(16)));
+    assert_eq!(
+        decrypt(&k, &sixteen, E_APPID),
+        Err(CryptoError::CiphertextLength(16))
+    );
     let forty_eight = base64::engine::general_purpose::STANDARD.encode([0u8; 40]);
-    assert_eq!(decrypt(&k, &forty_eight, E_APPID), Err(CryptoError::CiphertextLength(40)));
+    assert_eq!(
+        decrypt(&k, &forty_eight, E_APPID),
+        Err(CryptoError::CiphertextLength(40))
+    );
 }
 
 #[test]
@@ -166,9 +217,18 @@ fn pkcs7_accepts_only_1_to_32_equal_bytes() {
 
 #[test]
 fn keys_of_wrong_length_or_alphabet_are_refused() {
-    assert_eq!(AesKey::from_encoding_aes_key("short"), Err(CryptoError::InvalidKey));
-    assert_eq!(AesKey::from_encoding_aes_key(&"A".repeat(44)), Err(CryptoError::InvalidKey));
-    assert_eq!(AesKey::from_encoding_aes_key(&format!("{}!", "A".repeat(42))), Err(CryptoError::InvalidKey));
+    assert_eq!(
+        AesKey::from_encoding_aes_key("short"),
+        Err(CryptoError::InvalidKey)
+    );
+    assert_eq!(
+        AesKey::from_encoding_aes_key(&"A".repeat(44)),
+        Err(CryptoError::InvalidKey)
+    );
+    assert_eq!(
+        AesKey::from_encoding_aes_key(&format!("{}!", "A".repeat(42))),
+        Err(CryptoError::InvalidKey)
+    );
     // Debug never shows key material.
     assert_eq!(format!("{:?}", key(F_KEY)), "AesKey(<redacted>)");
 }
@@ -180,13 +240,18 @@ fn round_trip_every_length_covers_every_pad() {
     for len in 0..=300usize {
         let msg: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         let enc = encrypt(&k, [9u8; 16], &msg, F_ID);
-        let raw = base64::engine::general_purpose::STANDARD.decode(&enc).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&enc)
+            .unwrap();
         let pad = 32 - (20 + len + F_ID.len()) % 32;
         assert_eq!(raw.len(), 20 + len + F_ID.len() + pad);
         pads_seen[pad] = true;
         assert_eq!(decrypt(&k, &enc, F_ID).unwrap(), msg, "length {len}");
     }
-    assert!(pads_seen[1..].iter().all(|&seen| seen), "every pad 1..=32 occurs");
+    assert!(
+        pads_seen[1..].iter().all(|&seen| seen),
+        "every pad 1..=32 occurs"
+    );
 }
 
 proptest! {
