@@ -3,6 +3,8 @@ pub mod callback;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod lease;
 pub mod metrics;
+pub mod notices;
 pub mod redact;
 pub mod store;

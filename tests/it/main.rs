@@ -1,4 +1,5 @@
 //! The one integration-test binary: real Redis servers, real HTTP, the real app.
 
+mod lease;
 mod store_contract;
 mod support;
