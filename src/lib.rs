@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod notices;
 pub mod redact;
 pub mod store;
+pub mod view;
