@@ -5,4 +5,5 @@ pub mod config;
 pub mod crypto;
 pub mod metrics;
 pub mod redact;
+pub mod sim;
 pub mod store;
