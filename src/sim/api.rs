@@ -49,9 +49,8 @@ impl Simulator {
         // WeChat checks the token before it looks at the body.
         let owner = self.update(|s, now| s.check_token(token, appid.as_deref(), now))?;
         let req = req?;
-        let (code, ttl) = self.update(|s, now| {
-            s.issue_pre_auth_code(&owner, req.component_appid.as_deref(), now)
-        })?;
+        let (code, ttl) = self
+            .update(|s, now| s.issue_pre_auth_code(&owner, req.component_appid.as_deref(), now))?;
         Ok(PreAuthResponse {
             pre_auth_code: code,
             expires_in: ttl.as_secs(),
@@ -103,7 +102,8 @@ struct TokenCallWindow {
 
 impl Drop for TokenCallWindow {
     fn drop(&mut self) {
-        self.sim.update(|s, _: Instant| s.end_token_call(&self.appid));
+        self.sim
+            .update(|s, _: Instant| s.end_token_call(&self.appid));
     }
 }
 

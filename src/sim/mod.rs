@@ -240,7 +240,10 @@ impl Simulator {
     fn lock(&self) -> MutexGuard<'_, state::State> {
         // A panic elsewhere must not take the simulator down with it: the state is plain data
         // and every update leaves it consistent before it could panic.
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `f` on the state at `now`, then wakes [`Simulator::wait_until`].

@@ -146,7 +146,10 @@ mod tests {
         ])
         .unwrap()
         .options;
-        assert_eq!(o.push_to, ["http://127.0.0.1:8080", "http://127.0.0.1:8082"]);
+        assert_eq!(
+            o.push_to,
+            ["http://127.0.0.1:8080", "http://127.0.0.1:8082"]
+        );
         assert_eq!(o.token_ttl, Duration::from_secs(72));
         assert_eq!(o.latency, Duration::from_millis(250));
         assert_eq!(o.error_rate, 0.5);

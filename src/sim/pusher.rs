@@ -118,7 +118,10 @@ pub(super) async fn push_once(
         .expect("push keys and state hold the same platforms");
     let (nonce, random) = {
         let mut rng = rand::thread_rng();
-        (rng.gen_range(100_000_000..10_000_000_000u64).to_string(), rng.gen())
+        (
+            rng.gen_range(100_000_000..10_000_000_000u64).to_string(),
+            rng.gen(),
+        )
     };
     let push = build_push(
         &keys.appid,
@@ -146,7 +149,10 @@ pub(super) async fn push_once(
             let status = answer.status().as_u16();
             match answer.text().await {
                 Ok(body) if status == 200 && body == "success" => (Some(status), None),
-                Ok(_) => (Some(status), Some(format!("answered HTTP {status}, not `success`"))),
+                Ok(_) => (
+                    Some(status),
+                    Some(format!("answered HTTP {status}, not `success`")),
+                ),
                 Err(e) => (Some(status), Some(format!("answer unreadable: {e}"))),
             }
         }

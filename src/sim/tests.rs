@@ -107,7 +107,11 @@ async fn a_call_dropped_mid_latency_closes_its_window() {
 async fn tokens_and_codes_expire_with_tokio_time() {
     let sim = Simulator::new(platforms(), SimOptions::default());
     let body = token_body(APP, SECRET, &ticket_for(&sim, APP));
-    let token = sim.component_token(&body).await.unwrap().component_access_token;
+    let token = sim
+        .component_token(&body)
+        .await
+        .unwrap()
+        .component_access_token;
     let code = sim
         .create_preauthcode(Some(&token), &appid_body(APP))
         .await
@@ -129,9 +133,17 @@ async fn tokens_and_codes_expire_with_tokio_time() {
 async fn a_replaced_token_dies_after_the_grace_period() {
     let sim = Simulator::new(platforms(), SimOptions::default());
     let body = token_body(APP, SECRET, &ticket_for(&sim, APP));
-    let old = sim.component_token(&body).await.unwrap().component_access_token;
+    let old = sim
+        .component_token(&body)
+        .await
+        .unwrap()
+        .component_access_token;
     tokio::time::advance(Duration::from_secs(6000)).await;
-    let new = sim.component_token(&body).await.unwrap().component_access_token;
+    let new = sim
+        .component_token(&body)
+        .await
+        .unwrap()
+        .component_access_token;
 
     tokio::time::advance(Duration::from_secs(299)).await;
     assert!(sim.token_is_valid(&old));
@@ -255,7 +267,10 @@ async fn the_component_flow_over_http() {
     let ticket = ticket_for(&app.sim, APP);
     let answer = app.post(TOKEN_PATH, token_body(APP, SECRET, &ticket)).await;
     assert_eq!(answer["expires_in"], 7200);
-    let token = answer["component_access_token"].as_str().unwrap().to_owned();
+    let token = answer["component_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let answer = app
         .post(
@@ -268,10 +283,16 @@ async fn the_component_flow_over_http() {
     assert!(code.starts_with("preauthcode@@@"));
 
     let validate_token = format!("/sim/validate?component_access_token={token}");
-    assert_eq!(app.get(&validate_token).await, (200, json!({"valid": true})));
+    assert_eq!(
+        app.get(&validate_token).await,
+        (200, json!({"valid": true}))
+    );
     let validate_code = format!("/sim/validate?pre_auth_code={code}");
     assert_eq!(app.get(&validate_code).await, (200, json!({"valid": true})));
-    assert_eq!(app.get(&validate_code).await, (200, json!({"valid": false})));
+    assert_eq!(
+        app.get(&validate_code).await,
+        (200, json!({"valid": false}))
+    );
     assert_eq!(app.sim.stats().totals.codes_used_twice, 1);
 
     for bad in [
@@ -287,16 +308,25 @@ async fn the_component_flow_over_http() {
 async fn wechat_errors_over_http() {
     let app = serve(SimOptions::default()).await;
     let ticket = ticket_for(&app.sim, APP);
-    let token = app.post(TOKEN_PATH, token_body(APP, SECRET, &ticket)).await["component_access_token"]
+    let token = app.post(TOKEN_PATH, token_body(APP, SECRET, &ticket)).await
+        ["component_access_token"]
         .as_str()
         .unwrap()
         .to_owned();
     let with_token = format!("{PREAUTH_PATH}?component_access_token={token}");
     let cases: Vec<(String, Vec<u8>, i64)> = vec![
-        (TOKEN_PATH.into(), token_body("wxunknown", SECRET, &ticket), 40013),
+        (
+            TOKEN_PATH.into(),
+            token_body("wxunknown", SECRET, &ticket),
+            40013,
+        ),
         (TOKEN_PATH.into(), token_body(APP, "wrong", &ticket), 40125),
         (TOKEN_PATH.into(), token_body(APP, "", &ticket), 41004),
-        (TOKEN_PATH.into(), token_body(APP, SECRET, "ticket@@@x"), 61006),
+        (
+            TOKEN_PATH.into(),
+            token_body(APP, SECRET, "ticket@@@x"),
+            61006,
+        ),
         (TOKEN_PATH.into(), b"not json".to_vec(), 47001),
         (PREAUTH_PATH.into(), appid_body(APP), 41001),
         (
@@ -364,18 +394,24 @@ async fn stats_json_has_the_documented_shape() {
 async fn revoke_over_http() {
     let app = serve(SimOptions::default()).await;
     let ticket = ticket_for(&app.sim, APP);
-    let token = app.post(TOKEN_PATH, token_body(APP, SECRET, &ticket)).await["component_access_token"]
+    let token = app.post(TOKEN_PATH, token_body(APP, SECRET, &ticket)).await
+        ["component_access_token"]
         .as_str()
         .unwrap()
         .to_owned();
     let post = |path: &str| app.http.post(format!("{}{path}", app.base)).send();
     assert_eq!(post("/sim/revoke").await.unwrap().status(), 400);
     assert_eq!(
-        post("/sim/revoke?component_appid=wxunknown").await.unwrap().status(),
+        post("/sim/revoke?component_appid=wxunknown")
+            .await
+            .unwrap()
+            .status(),
         404
     );
     assert!(app.sim.token_is_valid(&token));
-    let revoked = post(&format!("/sim/revoke?component_appid={APP}")).await.unwrap();
+    let revoked = post(&format!("/sim/revoke?component_appid={APP}"))
+        .await
+        .unwrap();
     assert_eq!(revoked.status(), 200);
     assert!(!app.sim.token_is_valid(&token));
     app.stop().await;
@@ -392,7 +428,10 @@ async fn overlapping_token_calls_are_seen_over_http() {
     .await;
     let body = token_body(APP, SECRET, &ticket_for(&app.sim, APP));
     for _ in 0..2 {
-        let call = app.http.post(format!("{}{TOKEN_PATH}", app.base)).body(body.clone());
+        let call = app
+            .http
+            .post(format!("{}{TOKEN_PATH}", app.base))
+            .body(body.clone());
         tokio::spawn(call.send());
     }
     app.sim

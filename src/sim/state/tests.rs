@@ -155,7 +155,10 @@ fn api_component_token_checks_appid_secret_then_ticket() {
         (request(APP, "", "nope"), WxError::AppsecretMissing),
         (request(APP, "wrong", "nope"), WxError::InvalidAppsecret),
         (request(APP, SECRET, ""), WxError::InvalidTicket),
-        (request(APP, SECRET, "ticket@@@never-pushed"), WxError::InvalidTicket),
+        (
+            request(APP, SECRET, "ticket@@@never-pushed"),
+            WxError::InvalidTicket,
+        ),
     ];
     for (req, expected) in cases {
         assert_eq!(s.issue_token(&req, t0), Err(expected.clone()), "{req:?}");
@@ -322,7 +325,10 @@ fn calls_for_unknown_appids_count_in_the_totals_only() {
         }
     );
     assert_eq!(stats.platforms[APP].counters.calls.api_component_token, 1);
-    assert_eq!(stats.platforms[OTHER].counters.calls.api_start_push_ticket, 1);
+    assert_eq!(
+        stats.platforms[OTHER].counters.calls.api_start_push_ticket,
+        1
+    );
     assert_eq!(stats.platforms.len(), 2);
 }
 
@@ -336,5 +342,8 @@ fn long_dead_records_are_dropped() {
     let fresh_ticket = s.new_ticket(APP, 1_700_100_000, later).unwrap();
     issue(&mut s, &fresh_ticket, later);
     assert_eq!(check(&mut s, &a, later), Err(WxError::InvalidToken));
-    assert_eq!(platform(&s, later).latest_ticket.unwrap().ticket, fresh_ticket);
+    assert_eq!(
+        platform(&s, later).latest_ticket.unwrap().ticket,
+        fresh_ticket
+    );
 }
