@@ -145,7 +145,7 @@ impl Simulator {
             .expect("an HTTP client with default TLS settings builds");
         Self {
             inner: Arc::new(Inner {
-                targets: watch::Sender::new(opts.push_to.clone()),
+                targets: watch::Sender::new(base_urls(opts.push_to.clone())),
                 options: opts,
                 push_keys,
                 state: Mutex::new(state),
@@ -195,11 +195,7 @@ impl Simulator {
 
     /// Replaces the push targets (replica base URLs such as `http://127.0.0.1:8080`).
     pub fn set_push_targets(&self, urls: Vec<String>) {
-        let urls = urls
-            .into_iter()
-            .map(|u| u.trim_end_matches('/').to_owned())
-            .collect();
-        self.inner.targets.send_replace(urls);
+        self.inner.targets.send_replace(base_urls(urls));
     }
 
     /// Every token of the platform becomes invalid now, as when a staging system using the
@@ -256,6 +252,13 @@ impl Simulator {
     fn latency(&self) -> Duration {
         self.options().latency
     }
+}
+
+/// `http://host:port/` and `http://host:port` name the same replica.
+fn base_urls(urls: Vec<String>) -> Vec<String> {
+    urls.into_iter()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{SimError, Simulator};
 use crate::crypto::{self, AesKey};
@@ -134,37 +135,16 @@ pub(super) async fn push_once(
     );
 
     let url = format!("{target}/callback/{}", keys.appid);
-    let sent = sim
-        .inner
-        .http
-        .post(&url)
-        .query(&push.query)
-        .header(reqwest::header::CONTENT_TYPE, "text/xml")
-        .body(push.body)
-        .send()
+    let span = tracing::info_span!("sim_push", platform = %keys.appid, %target, create_time);
+    let (status, error) = deliver(&sim.inner.http, &url, push)
+        .instrument(span.clone())
         .await;
-    let (status, error) = match sent {
-        Err(e) => (None, Some(format!("no answer: {e}"))),
-        Ok(answer) => {
-            let status = answer.status().as_u16();
-            match answer.text().await {
-                Ok(body) if status == 200 && body == "success" => (Some(status), None),
-                Ok(_) => (
-                    Some(status),
-                    Some(format!("answered HTTP {status}, not `success`")),
-                ),
-                Err(e) => (Some(status), Some(format!("answer unreadable: {e}"))),
-            }
-        }
-    };
     let accepted = error.is_none();
     sim.update(|s, _| s.count_push(&keys.appid, accepted));
-    match &error {
-        None => tracing::info!(platform = %keys.appid, %target, create_time, "sim pushed ticket"),
-        Some(e) => {
-            tracing::warn!(platform = %keys.appid, %target, create_time, error = %e, "sim push failed")
-        }
-    }
+    span.in_scope(|| match &error {
+        None => tracing::info!("sim pushed a ticket"),
+        Some(e) => tracing::warn!(error = %e, "sim push failed"),
+    });
     Ok(PushReport {
         component_appid: keys.appid.clone(),
         target,
@@ -174,6 +154,48 @@ pub(super) async fn push_once(
         accepted,
         error,
     })
+}
+
+/// POSTs a push; returns the HTTP status, if any, and why it failed, if it did.
+async fn deliver(http: &reqwest::Client, url: &str, push: Push) -> (Option<u16>, Option<String>) {
+    let sent = http
+        .post(url)
+        .query(&push.query)
+        .header(reqwest::header::CONTENT_TYPE, "text/xml")
+        .body(push.body)
+        .send()
+        .await;
+    let answer = match sent {
+        // The URL carries the signatures: keep it out of the message.
+        Err(e) if e.is_timeout() => return (None, Some("no answer within 5 s".into())),
+        Err(e) => return (None, Some(format!("no answer: {}", chain(e)))),
+        Ok(answer) => answer,
+    };
+    let status = answer.status().as_u16();
+    match answer.text().await {
+        Ok(body) if status == 200 && body == "success" => (Some(status), None),
+        Ok(_) => (
+            Some(status),
+            Some(format!("answered HTTP {status}, not `success`")),
+        ),
+        Err(e) => (
+            Some(status),
+            Some(format!("answer unreadable: {}", chain(e))),
+        ),
+    }
+}
+
+/// The error and its causes on one line ("error sending request" alone says too little).
+fn chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut line = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 /// The periodic pusher: every platform at once, then every `--push-every`, until `shutdown`.

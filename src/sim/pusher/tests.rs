@@ -207,10 +207,21 @@ async fn a_push_not_answered_success_counts_as_failed() {
     let report = sim.push_now(Some(APP)).await.unwrap();
     assert_eq!((report.status, report.accepted), (Some(200), false));
 
+    // Nobody listening: no status, and the error names no URL (it carries the signatures).
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    sim.set_push_targets(vec![gone]);
+    let report = sim.push_now(Some(APP)).await.unwrap();
+    assert_eq!((report.status, report.accepted), (None, false));
+    let error = report.error.unwrap();
+    assert!(!error.contains("signature"), "{error}");
+    assert!(error.starts_with("no answer: "), "{error}");
+
     let stats = sim.stats();
     assert_eq!(
         (stats.totals.pushes_sent, stats.totals.pushes_failed),
-        (2, 2)
+        (3, 3)
     );
     assert_eq!(
         sim.push_now(Some("wxunknown")).await.unwrap_err(),
