@@ -19,9 +19,9 @@
 //! new ticket, encrypts it with the platform's EncodingAESKey and POSTs it to one replica.
 //!
 //! Time: every lifetime uses `tokio::time::Instant`, so `tokio::time::pause()` drives it; only
-//! a push's `CreateTime` reads the wall clock, as WeChat's does. Pushes go over real HTTP with
-//! a 5 s timeout, so tests that push should not pause time (the paused clock would jump to the
-//! timeout while the socket is busy).
+//! a push's `CreateTime` reads the wall clock ([`WallClock`]), as WeChat's does. Pushes go over
+//! real HTTP with a 5 s timeout, so tests that push should not pause time (the paused clock
+//! would jump to the timeout while the socket is busy).
 //!
 //! Errcodes: a token unknown, revoked, or superseded past the grace period is 40001 ("invalid
 //! or not latest", what users of several refreshers report); a token past its own lifetime is
@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::WallClock;
 use crate::crypto::{AesKey, CryptoError};
 
 pub use options::SimOptions;
@@ -90,6 +91,8 @@ pub struct Simulator {
 
 struct Inner {
     options: SimOptions,
+    /// Only for a push's `CreateTime`, the one wall-clock value WeChat sends.
+    wall_clock: WallClock,
     /// Signing and encryption material per platform, in configuration order.
     push_keys: Vec<PushKeys>,
     /// A std `Mutex`: it is never held across an `.await`, and every critical section is a few
@@ -114,6 +117,16 @@ impl Simulator {
     /// A simulator for `platforms`. An EncodingAESKey is checked when a push needs it (the
     /// configuration loader rejects bad keys before this is called).
     pub fn new(platforms: Vec<SimPlatform>, opts: SimOptions) -> Self {
+        Self::with_wall_clock(platforms, opts, WallClock::system())
+    }
+
+    /// As [`Simulator::new`], with the wall clock that stamps each push's `CreateTime` (give
+    /// it the replicas' clock when they run on a compressed or fixed one).
+    pub fn with_wall_clock(
+        platforms: Vec<SimPlatform>,
+        opts: SimOptions,
+        wall_clock: WallClock,
+    ) -> Self {
         let settings = state::Settings {
             token_ttl: opts.token_ttl,
             preauth_ttl: opts.preauth_ttl,
@@ -147,6 +160,7 @@ impl Simulator {
             inner: Arc::new(Inner {
                 targets: watch::Sender::new(base_urls(opts.push_to.clone())),
                 options: opts,
+                wall_clock,
                 push_keys,
                 state: Mutex::new(state),
                 changed: watch::Sender::new(0),

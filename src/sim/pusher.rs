@@ -5,7 +5,7 @@
 //! (`run`). A push that is not answered HTTP 200 `success` within 5 s counts as failed, as at
 //! WeChat; the ticket stays valid all the same (WeChat issued it whether or not it arrived).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -111,9 +111,7 @@ pub(super) async fn push_once(
         .ok_or(SimError::NoPushTarget)?;
 
     // CreateTime is WeChat's wall clock; everything else in the simulator runs on tokio time.
-    let create_time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let create_time = u64::try_from(sim.inner.wall_clock.now_secs()).unwrap_or(0);
     let ticket = sim
         .update(|s, now| s.new_ticket(&keys.appid, create_time, now))
         .expect("push keys and state hold the same platforms");
