@@ -109,7 +109,6 @@ async fn push(State(sim): State<Simulator>, RawQuery(query): RawQuery) -> Respon
                     (StatusCode::NOT_FOUND, "unknown_platform")
                 }
                 SimError::NoPushTarget => (StatusCode::CONFLICT, "no_push_target"),
-                SimError::InvalidAesKey(_) => (StatusCode::CONFLICT, "invalid_aes_key"),
             };
             control_error(status, code, &e.to_string())
         }

@@ -38,27 +38,59 @@ mod wire;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::WallClock;
+use crate::config::PlatformConfig;
 use crate::crypto::{AesKey, CryptoError};
 
 pub use options::SimOptions;
 pub use pusher::PushReport;
 pub use stats::{CallCounts, Counters, PlatformStats, SimStats, TicketInfo};
 
-/// One third-party platform as WeChat knows it.
+/// One third-party platform as WeChat knows it. `Debug` shows the appid only.
 #[derive(Clone)]
 pub struct SimPlatform {
     pub appid: String,
     pub appsecret: String,
     /// Message verification Token, signs pushes.
     pub token: String,
-    /// 43 characters; encrypts pushes.
-    pub encoding_aes_key: String,
+    /// Decoded EncodingAESKey, encrypts pushes. Held decoded (as `PlatformConfig` holds it) so a
+    /// bad key is refused before the simulator exists, never at the first push.
+    pub aes_key: AesKey,
+}
+
+impl SimPlatform {
+    /// From the four console values; fails only on an EncodingAESKey that does not decode.
+    pub fn new(
+        appid: impl Into<String>,
+        appsecret: impl Into<String>,
+        token: impl Into<String>,
+        encoding_aes_key: &str,
+    ) -> Result<Self, CryptoError> {
+        Ok(Self {
+            appid: appid.into(),
+            appsecret: appsecret.into(),
+            token: token.into(),
+            aes_key: AesKey::from_encoding_aes_key(encoding_aes_key)?,
+        })
+    }
+}
+
+/// `wxkeeper simulate` reads its platforms from the same configuration as `serve`.
+impl From<&PlatformConfig> for SimPlatform {
+    fn from(p: &PlatformConfig) -> Self {
+        Self {
+            appid: p.appid.clone(),
+            appsecret: p.appsecret.expose_secret().to_owned(),
+            token: p.token.expose_secret().to_owned(),
+            aes_key: p.aes_key.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SimPlatform {
@@ -79,8 +111,6 @@ pub enum SimError {
     UnknownPlatform(String),
     #[error("no push target: give --push-to or call set_push_targets")]
     NoPushTarget,
-    #[error("the EncodingAESKey of platform {0} is invalid")]
-    InvalidAesKey(String),
 }
 
 /// The simulated WeChat. Cheap to clone: every clone shares one state.
@@ -110,12 +140,11 @@ struct Inner {
 struct PushKeys {
     appid: String,
     token: String,
-    aes_key: Result<AesKey, CryptoError>,
+    aes_key: AesKey,
 }
 
 impl Simulator {
-    /// A simulator for `platforms`. An EncodingAESKey is checked when a push needs it (the
-    /// configuration loader rejects bad keys before this is called).
+    /// A simulator for `platforms`, stamping pushes with the system's wall clock.
     pub fn new(platforms: Vec<SimPlatform>, opts: SimOptions) -> Self {
         Self::with_wall_clock(platforms, opts, WallClock::system())
     }
@@ -144,7 +173,7 @@ impl Simulator {
         let push_keys = platforms
             .into_iter()
             .map(|p| PushKeys {
-                aes_key: AesKey::from_encoding_aes_key(&p.encoding_aes_key),
+                aes_key: p.aes_key,
                 appid: p.appid,
                 token: p.token,
             })

@@ -98,10 +98,6 @@ pub(super) async fn push_once(
             .find(|k| k.appid == appid)
             .ok_or_else(|| SimError::UnknownPlatform(appid.to_owned()))?,
     };
-    let aes_key = keys
-        .aes_key
-        .as_ref()
-        .map_err(|_| SimError::InvalidAesKey(keys.appid.clone()))?;
     let target = sim
         .inner
         .targets
@@ -125,7 +121,7 @@ pub(super) async fn push_once(
     let push = build_push(
         &keys.appid,
         &keys.token,
-        aes_key,
+        &keys.aes_key,
         &ticket,
         create_time,
         &nonce,

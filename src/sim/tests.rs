@@ -18,19 +18,33 @@ pub(super) const OTHER_SECRET: &str = "appsecret-other";
 /// character has non-zero trailing bits.
 pub(super) fn platforms() -> Vec<SimPlatform> {
     vec![
-        SimPlatform {
-            appid: APP.into(),
-            appsecret: SECRET.into(),
-            token: "AAAAA".into(),
-            encoding_aes_key: "A".repeat(43),
-        },
-        SimPlatform {
-            appid: OTHER.into(),
-            appsecret: OTHER_SECRET.into(),
-            token: "othertoken".into(),
-            encoding_aes_key: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into(),
-        },
+        SimPlatform::new(APP, SECRET, "AAAAA", &"A".repeat(43)).unwrap(),
+        SimPlatform::new(
+            OTHER,
+            OTHER_SECRET,
+            "othertoken",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        )
+        .unwrap(),
     ]
+}
+
+#[test]
+fn a_platform_comes_from_the_replica_configuration() {
+    let config = crate::config::PlatformConfig {
+        appid: APP.into(),
+        appsecret: SECRET.into(),
+        token: "AAAAA".into(),
+        aes_key: crate::crypto::AesKey::from_encoding_aes_key(&"A".repeat(43)).unwrap(),
+    };
+    let platform = SimPlatform::from(&config);
+    assert_eq!(
+        (platform.appsecret.as_str(), platform.token.as_str()),
+        (SECRET, "AAAAA")
+    );
+    assert_eq!(platform.aes_key, platforms()[0].aes_key);
+    assert!(SimPlatform::new(APP, SECRET, "t", "too-short").is_err());
+    assert!(!format!("{platform:?}").contains(SECRET));
 }
 
 /// A ticket as if pushed, without any HTTP.
