@@ -7,5 +7,6 @@ pub mod lease;
 pub mod metrics;
 pub mod notices;
 pub mod redact;
+pub mod sim;
 pub mod store;
 pub mod view;
