@@ -329,7 +329,8 @@ def parse_with_promtool(exprs, promtool: str) -> list[str]:
         if r.returncode != 0:
             out = (r.stdout + r.stderr).strip().splitlines()
             return ["PromQL does not parse: " + line.strip() for line in out
-                    if "SUCCESS" not in line and line.strip() and not line.startswith("Checking")]
+                    if line.strip() and line.strip() != "FAILED:" and "SUCCESS" not in line
+                    and not line.startswith("Checking")]
     return []
 
 

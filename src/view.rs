@@ -18,7 +18,9 @@ use tracing::debug;
 use crate::clock::{UnixMillis, WallClock};
 use crate::metrics::Metrics;
 use crate::notices::{HubEvent, NoticeHub};
-use crate::store::{CredentialKind, CredentialRecord, Notice, PreAuthMeta, SharedStore, StoreResult, TicketRecord};
+use crate::store::{
+    CredentialKind, CredentialRecord, Notice, PreAuthMeta, SharedStore, StoreResult, TicketRecord,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct PlatformView {
@@ -47,7 +49,10 @@ impl CredentialView {
         clock: WallClock,
         pre_auth_margin: Duration,
     ) -> Self {
-        let inner = platforms.iter().map(|p| (p.clone(), PlatformView::default())).collect();
+        let inner = platforms
+            .iter()
+            .map(|p| (p.clone(), PlatformView::default()))
+            .collect();
         Self {
             platforms,
             inner: RwLock::new(inner),
@@ -95,7 +100,11 @@ impl CredentialView {
         let token = self.store.get_token(platform).await?;
         let ticket = self.store.get_ticket(platform).await?;
         let pre_auth = self.store.get_pre_auth_meta(platform).await?;
-        let ready = self.store.pre_auth_ready(platform, self.pre_auth_margin_ms).await?;
+        let ready = self
+            .store
+            .pre_auth_ready(platform, self.pre_auth_margin_ms)
+            .await?
+            .ready;
         self.merge(platform, token, ticket, pre_auth, Some(ready));
         Ok(())
     }
@@ -111,27 +120,51 @@ impl CredentialView {
         ready: Option<u32>,
     ) {
         let mut inner = self.inner.write().expect("view lock");
-        let Some(view) = inner.get_mut(platform) else { return };
+        let Some(view) = inner.get_mut(platform) else {
+            return;
+        };
         if let Some(t) = token {
-            let newer = view.token.as_ref().is_none_or(|cur| t.obtained_at_ms >= cur.obtained_at_ms);
+            let newer = view
+                .token
+                .as_ref()
+                .is_none_or(|cur| t.obtained_at_ms >= cur.obtained_at_ms);
             if newer {
-                if let Some(prev) = view.token.as_ref().filter(|cur| cur.obtained_at_ms < t.obtained_at_ms) {
+                if let Some(prev) = view
+                    .token
+                    .as_ref()
+                    .filter(|cur| cur.obtained_at_ms < t.obtained_at_ms)
+                {
                     self.metrics
                         .refresh_last_interval
-                        .with_label_values(&[platform, CredentialKind::ComponentAccessToken.as_str()])
+                        .with_label_values(&[
+                            platform,
+                            CredentialKind::ComponentAccessToken.as_str(),
+                        ])
                         .set((t.obtained_at_ms - prev.obtained_at_ms) as f64 / 1000.0);
                 }
                 view.token = Some(t);
             }
         }
         if let Some(t) = ticket {
-            if view.ticket.as_ref().is_none_or(|cur| t.create_time >= cur.create_time) {
+            if view
+                .ticket
+                .as_ref()
+                .is_none_or(|cur| t.create_time >= cur.create_time)
+            {
                 view.ticket = Some(t);
             }
         }
         if let Some(m) = pre_auth {
-            if view.pre_auth.as_ref().is_none_or(|cur| m.obtained_at_ms >= cur.obtained_at_ms) {
-                if let Some(prev) = view.pre_auth.as_ref().filter(|cur| cur.obtained_at_ms < m.obtained_at_ms) {
+            if view
+                .pre_auth
+                .as_ref()
+                .is_none_or(|cur| m.obtained_at_ms >= cur.obtained_at_ms)
+            {
+                if let Some(prev) = view
+                    .pre_auth
+                    .as_ref()
+                    .filter(|cur| cur.obtained_at_ms < m.obtained_at_ms)
+                {
                     self.metrics
                         .refresh_last_interval
                         .with_label_values(&[platform, CredentialKind::PreAuthCode.as_str()])
@@ -152,17 +185,29 @@ impl CredentialView {
         let tok = CredentialKind::ComponentAccessToken.as_str();
         let pac = CredentialKind::PreAuthCode.as_str();
         if let Some(t) = &view.token {
-            m.credential_expiry.with_label_values(&[platform, tok]).set(secs(t.expires_at_ms));
-            m.credential_obtained.with_label_values(&[platform, tok]).set(secs(t.obtained_at_ms));
+            m.credential_expiry
+                .with_label_values(&[platform, tok])
+                .set(secs(t.expires_at_ms));
+            m.credential_obtained
+                .with_label_values(&[platform, tok])
+                .set(secs(t.obtained_at_ms));
         }
         if let Some(p) = &view.pre_auth {
-            m.credential_expiry.with_label_values(&[platform, pac]).set(secs(p.expires_at_ms));
-            m.credential_obtained.with_label_values(&[platform, pac]).set(secs(p.obtained_at_ms));
+            m.credential_expiry
+                .with_label_values(&[platform, pac])
+                .set(secs(p.expires_at_ms));
+            m.credential_obtained
+                .with_label_values(&[platform, pac])
+                .set(secs(p.obtained_at_ms));
         }
         if let Some(t) = &view.ticket {
-            m.ticket_received.with_label_values(&[platform]).set(t.create_time as f64);
+            m.ticket_received
+                .with_label_values(&[platform])
+                .set(t.create_time as f64);
         }
-        m.pre_auth_ready.with_label_values(&[platform]).set(view.pre_auth_ready as i64);
+        m.pre_auth_ready
+            .with_label_values(&[platform])
+            .set(view.pre_auth_ready as i64);
     }
 
     /// Keeps the copy current until `shutdown`: notices, reload after resubscribing, and a
@@ -185,7 +230,7 @@ impl CredentialView {
                         Ok(HubEvent::Notice(Notice::Credential(p, _) | Notice::Ticket(p) | Notice::Invalidated(p))) => {
                             if self.platforms.contains(&p) { self.reload(&p).await } else { Ok(()) }
                         }
-                        Ok(HubEvent::Notice(Notice::LeaseReleased)) => Ok(()),
+                        Ok(HubEvent::Notice(Notice::LeaseReleased | Notice::PreAuthTaken(_))) => Ok(()),
                         Ok(HubEvent::Resubscribed) | Err(broadcast::error::RecvError::Lagged(_)) => self.reload_all().await,
                         Err(broadcast::error::RecvError::Closed) => return,
                     },

@@ -158,17 +158,27 @@ impl Store for MemoryStore {
         Ok(self.with(|s, _| s.pre_auth_meta.get(platform).cloned()))
     }
 
-    async fn pre_auth_ready(&self, platform: &str, min_remaining_ms: i64) -> StoreResult<u32> {
+    async fn pre_auth_ready(
+        &self,
+        platform: &str,
+        min_remaining_ms: i64,
+    ) -> StoreResult<PoolState> {
         Ok(self.with(|s, now| {
             s.drop_stale_codes(platform, now, min_remaining_ms);
-            s.pre_auth
+            let usable: Vec<UnixMillis> = s
+                .pre_auth
                 .get(platform)
                 .map(|pool| {
                     pool.iter()
-                        .filter(|(_, exp)| exp - now >= min_remaining_ms)
-                        .count() as u32
+                        .map(|(_, exp)| *exp)
+                        .filter(|exp| exp - now >= min_remaining_ms)
+                        .collect()
                 })
-                .unwrap_or(0)
+                .unwrap_or_default();
+            PoolState {
+                ready: usable.len() as u32,
+                earliest_expiry_ms: usable.iter().copied().min(),
+            }
         }))
     }
 
@@ -177,7 +187,7 @@ impl Store for MemoryStore {
         platform: &str,
         min_remaining_ms: i64,
     ) -> StoreResult<Option<PreAuthCode>> {
-        Ok(self.with(|s, now| {
+        let taken = self.with(|s, now| {
             let mut discarded = 0;
             let pool = s.pre_auth.get_mut(platform)?;
             while let Some((code, expires_at_ms)) = pool.pop_front() {
@@ -191,7 +201,11 @@ impl Store for MemoryStore {
                 discarded += 1;
             }
             None
-        }))
+        });
+        if taken.is_some() {
+            self.notify(Notice::PreAuthTaken(platform.to_owned()));
+        }
+        Ok(taken)
     }
 
     async fn report_invalid(&self, platform: &str, token: &str) -> StoreResult<bool> {

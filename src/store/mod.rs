@@ -122,6 +122,14 @@ pub struct PreAuthMeta {
     pub holder: String,
 }
 
+/// The pre-auth pool of a platform as the leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolState {
+    pub ready: u32,
+    /// Earliest expiry among the ready codes.
+    pub earliest_expiry_ms: Option<UnixMillis>,
+}
+
 /// A pre-auth code taken out of the pool; nobody else can ever get it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PreAuthCode {
@@ -217,6 +225,8 @@ pub enum Notice {
     Credential(String, CredentialKind),
     /// A consumer reported the platform's current token invalid.
     Invalidated(String),
+    /// A pre-auth code of the platform was handed out: the leader refills the pool.
+    PreAuthTaken(String),
 }
 
 impl Notice {
@@ -226,6 +236,7 @@ impl Notice {
             Notice::Ticket(p) => format!("ticket:{p}"),
             Notice::Credential(p, k) => format!("cred:{p}:{}", k.as_str()),
             Notice::Invalidated(p) => format!("invalid:{p}"),
+            Notice::PreAuthTaken(p) => format!("taken:{p}"),
         }
     }
 
@@ -235,6 +246,7 @@ impl Notice {
             ("released", None, None) => Some(Notice::LeaseReleased),
             ("ticket", Some(p), None) => Some(Notice::Ticket(p.to_owned())),
             ("invalid", Some(p), None) => Some(Notice::Invalidated(p.to_owned())),
+            ("taken", Some(p), None) => Some(Notice::PreAuthTaken(p.to_owned())),
             ("cred", Some(p), Some(k)) => {
                 Some(Notice::Credential(p.to_owned(), CredentialKind::parse(k)?))
             }
@@ -280,8 +292,10 @@ pub trait Store: Send + Sync + 'static {
     // --- credentials (reads) ---
     async fn get_token(&self, platform: &str) -> StoreResult<Option<CredentialRecord>>;
     async fn get_pre_auth_meta(&self, platform: &str) -> StoreResult<Option<PreAuthMeta>>;
-    /// Unexpired codes in the pool with at least `min_remaining_ms` left (drops the rest).
-    async fn pre_auth_ready(&self, platform: &str, min_remaining_ms: i64) -> StoreResult<u32>;
+    /// Codes in the pool with at least `min_remaining_ms` left (drops staler ones at the
+    /// head), and the earliest expiry among them.
+    async fn pre_auth_ready(&self, platform: &str, min_remaining_ms: i64)
+        -> StoreResult<PoolState>;
     /// Takes one code with at least `min_remaining_ms` left, atomically; discards staler ones.
     async fn pop_pre_auth(
         &self,

@@ -326,13 +326,26 @@ impl Store for RedisStore {
         }))
     }
 
-    async fn pre_auth_ready(&self, platform: &str, min_remaining_ms: i64) -> StoreResult<u32> {
-        self.run(invoke(
-            &scripts::PRE_AUTH_READY,
-            &[self.keys.pre_auth_pool(platform)],
-            &[min_remaining_ms.to_string()],
-        ))
-        .await
+    async fn pre_auth_ready(
+        &self,
+        platform: &str,
+        min_remaining_ms: i64,
+    ) -> StoreResult<PoolState> {
+        let reply: Vec<Value> = self
+            .run(invoke(
+                &scripts::PRE_AUTH_READY,
+                &[self.keys.pre_auth_pool(platform)],
+                &[min_remaining_ms.to_string()],
+            ))
+            .await?;
+        if reply.len() != 2 {
+            return Err(StoreError::Protocol("unexpected pool reply".into()));
+        }
+        let earliest = as_i64(&reply[1])?;
+        Ok(PoolState {
+            ready: as_i64(&reply[0])? as u32,
+            earliest_expiry_ms: (earliest > 0).then_some(earliest),
+        })
     }
 
     async fn pop_pre_auth(
@@ -344,7 +357,11 @@ impl Store for RedisStore {
             .run(invoke(
                 &scripts::POP_PRE_AUTH,
                 &[self.keys.pre_auth_pool(platform)],
-                &[min_remaining_ms.to_string()],
+                &[
+                    min_remaining_ms.to_string(),
+                    self.keys.events(),
+                    Notice::PreAuthTaken(platform.to_owned()).encode(),
+                ],
             ))
             .await?;
         if reply.len() != 3 {

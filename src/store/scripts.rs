@@ -199,7 +199,8 @@ return {1, s(exp), prev or ''}
     )
 });
 
-/// KEYS: pool list. ARGV: min_remaining_ms. Returns {code or '', expires_at_ms, discarded}.
+/// KEYS: pool list. ARGV: min_remaining_ms, channel, notice.
+/// Returns {code or '', expires_at_ms, discarded}.
 pub static POP_PRE_AUTH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -211,6 +212,7 @@ while true do
   local sep = string.find(item, '|', 1, true)
   local exp = tonumber(string.sub(item, 1, sep - 1))
   if exp - now >= tonumber(ARGV[1]) then
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
     return {string.sub(item, sep + 1), s(exp), discarded}
   end
   discarded = discarded + 1
@@ -219,7 +221,8 @@ end
     )
 });
 
-/// KEYS: pool list. ARGV: min_remaining_ms. Drops stale codes at the head; counts the rest.
+/// KEYS: pool list. ARGV: min_remaining_ms. Drops stale codes at the head; returns
+/// {ready count, earliest expiry among them or 0}.
 pub static PRE_AUTH_READY: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -233,11 +236,16 @@ while true do
   redis.call('LPOP', KEYS[1])
 end
 local ready = 0
+local earliest = 0
 for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local sep = string.find(item, '|', 1, true)
-  if tonumber(string.sub(item, 1, sep - 1)) - now >= min then ready = ready + 1 end
+  local exp = tonumber(string.sub(item, 1, sep - 1))
+  if exp - now >= min then
+    ready = ready + 1
+    if earliest == 0 or exp < earliest then earliest = exp end
+  end
 end
-return ready
+return {ready, s(earliest)}
 "#,
     )
 });

@@ -322,7 +322,7 @@ async fn stale_and_foreign_writes_are_fenced(h: StoreHarness) {
         s.push_pre_auth(&a, APP, now, "code", 600).await.unwrap(),
         WriteOutcome::Fenced
     );
-    assert_eq!(s.pre_auth_ready(APP, 0).await.unwrap(), 0);
+    assert_eq!(s.pre_auth_ready(APP, 0).await.unwrap().ready, 0);
 }
 
 async fn invalid_report_forces_one_refresh_a_minute(h: StoreHarness) {
@@ -405,7 +405,7 @@ async fn pre_auth_codes_go_to_exactly_one_taker(h: StoreHarness) {
             .unwrap();
         assert!(matches!(out, WriteOutcome::Written { .. }));
     }
-    assert_eq!(s.pre_auth_ready(APP, 0).await.unwrap(), 20);
+    assert_eq!(s.pre_auth_ready(APP, 0).await.unwrap().ready, 20);
     let takers: Vec<_> = (0..50)
         .map(|_| {
             let s = s.clone();
@@ -441,11 +441,11 @@ async fn pre_auth_pool_discards_codes_near_expiry(h: StoreHarness) {
         .await
         .unwrap();
     s.push_pre_auth(&a, APP, now, "fresh", 600).await.unwrap();
-    assert_eq!(s.pre_auth_ready(APP, 0).await.unwrap(), 3);
+    assert_eq!(s.pre_auth_ready(APP, 0).await.unwrap().ready, 3);
     let code = s.pop_pre_auth(APP, 120_000).await.unwrap().unwrap();
     assert_eq!(code.code, "fresh");
     assert_eq!(code.discarded, 2);
-    assert_eq!(s.pre_auth_ready(APP, 0).await.unwrap(), 0);
+    assert_eq!(s.pre_auth_ready(APP, 0).await.unwrap().ready, 0);
 }
 
 async fn history_records_intervals(h: StoreHarness) {
