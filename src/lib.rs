@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+pub mod api;
 pub mod callback;
 pub mod clock;
 pub mod config;
