@@ -33,7 +33,9 @@ pub struct Lifecycle(AtomicU8);
 
 impl Lifecycle {
     pub fn set_ready(&self) {
-        let _ = self.0.compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self
+            .0
+            .compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
     }
     pub fn set_stopping(&self) {
         self.0.store(STOPPING, Ordering::SeqCst);
@@ -84,7 +86,11 @@ async fn readyz(State(st): State<AdminState>) -> Response {
     } else if st.lifecycle.is_stopping() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting: store not contacted yet\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: store not contacted yet\n",
+        )
+            .into_response()
     }
 }
 
@@ -107,7 +113,10 @@ async fn status(State(st): State<AdminState>) -> Json<serde_json::Value> {
         .iter()
         .filter_map(|p| {
             let v = st.view.get(p)?;
-            Some((p.clone(), serde_json::to_value(platform_report(&v, now_ms)).ok()?))
+            Some((
+                p.clone(),
+                serde_json::to_value(platform_report(&v, now_ms)).ok()?,
+            ))
         })
         .collect();
     Json(json!({

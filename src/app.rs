@@ -73,8 +73,12 @@ impl App {
             Some(s) => s.clone(),
             None => {
                 use secrecy::ExposeSecret;
-                store::open(config.redis_url.expose_secret(), &config.key_prefix, timing.op_timeout())
-                    .context("opening the store")?
+                store::open(
+                    config.redis_url.expose_secret(),
+                    &config.key_prefix,
+                    timing.op_timeout(),
+                )
+                .context("opening the store")?
             }
         };
         let http = TcpListener::bind(config.listen)
@@ -157,7 +161,11 @@ impl App {
                 platforms: config.platforms.clone(),
                 store: store.clone(),
                 view: view.clone(),
-                client: WeChatClient::new(config.wechat_api_base.clone(), options.wechat_timeout, metrics.clone()),
+                client: WeChatClient::new(
+                    config.wechat_api_base.clone(),
+                    options.wechat_timeout,
+                    metrics.clone(),
+                ),
                 metrics: metrics.clone(),
                 refresh_margin: config.refresh_margin,
                 pre_auth_margin: config.pre_auth_margin,
@@ -168,7 +176,9 @@ impl App {
             &hub,
             leader_stop.clone(),
         );
-        let sync_task = view.clone().spawn_sync(&hub, options.view_poll, background.clone());
+        let sync_task = view
+            .clone()
+            .spawn_sync(&hub, options.view_poll, background.clone());
 
         let callback_state = CallbackState {
             platforms: Arc::new(
@@ -183,14 +193,15 @@ impl App {
             clock: options.clock,
             max_skew: config.callback_max_skew,
         };
-        let main_router = callback::router(callback_state).merge(crate::api::router(crate::api::ApiState {
-            view: view.clone(),
-            store: store.clone(),
-            metrics: metrics.clone(),
-            api_keys: Arc::new(config.api_keys.clone()),
-            pre_auth_margin: config.pre_auth_margin,
-            wake: wake.clone(),
-        }));
+        let main_router =
+            callback::router(callback_state).merge(crate::api::router(crate::api::ApiState {
+                view: view.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                api_keys: Arc::new(config.api_keys.clone()),
+                pre_auth_margin: config.pre_auth_margin,
+                wake: wake.clone(),
+            }));
         let admin_router = admin::router(AdminState {
             metrics: metrics.clone(),
             lifecycle: lifecycle.clone(),

@@ -18,7 +18,11 @@ use crate::sim::{SimOptions, SimPlatform, Simulator};
 pub const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser, Debug)]
-#[command(name = "wxkeeper", version, about = "Keeps WeChat third-party platform credentials fresh: one fenced leader refreshes, every replica serves.")]
+#[command(
+    name = "wxkeeper",
+    version,
+    about = "Keeps WeChat third-party platform credentials fresh: one fenced leader refreshes, every replica serves."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -192,7 +196,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             .into_layers()?;
             let config = config::load(&layers)?;
             init_logging(config.log_format);
-            let platforms: Vec<SimPlatform> = config.platforms.iter().map(SimPlatform::from).collect();
+            let platforms: Vec<SimPlatform> =
+                config.platforms.iter().map(SimPlatform::from).collect();
             let listener = tokio::net::TcpListener::bind(args.sim.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.sim.listen))?;
@@ -200,7 +205,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             info!(listen = %listener.local_addr().map_err(anyhow::Error::from)?, "WeChat simulator serving");
             let shutdown = signal_shutdown();
             let pusher = sim.spawn_pusher(shutdown.clone());
-            sim.serve(listener, shutdown).await.map_err(anyhow::Error::from)?;
+            sim.serve(listener, shutdown)
+                .await
+                .map_err(anyhow::Error::from)?;
             let _ = pusher.await;
             Ok(())
         }
@@ -208,13 +215,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let config = args.settings.load()?;
             let store = {
                 use secrecy::ExposeSecret;
-                crate::store::open(config.redis_url.expose_secret(), &config.key_prefix, std::time::Duration::from_secs(2))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                crate::store::open(
+                    config.redis_url.expose_secret(),
+                    &config.key_prefix,
+                    std::time::Duration::from_secs(2),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?
             };
             if args.history {
-                let events = store.history(crate::store::HISTORY_LEN).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let events = store
+                    .history(crate::store::HISTORY_LEN)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&events).map_err(anyhow::Error::from)?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&events).map_err(anyhow::Error::from)?
+                    );
                 } else {
                     print!("{}", crate::status::render_history(&events));
                 }
@@ -226,7 +243,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+                );
             } else {
                 print!("{}", crate::status::render_text(&report));
             }
@@ -244,7 +264,9 @@ pub fn init_logging(format: LogFormat) {
 pub fn init_logging_with(default_filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -55,7 +55,6 @@ struct Replica {
     runtime: Option<tokio::runtime::Runtime>,
     stop: CancellationToken,
     done: Option<tokio::sync::oneshot::Receiver<()>>,
-    holder: String,
 }
 
 struct Demo {
@@ -100,7 +99,12 @@ impl Demo {
     fn config(&self, i: usize, sim_addr: SocketAddr) -> Config {
         let (http, admin) = self.ports[i];
         Config {
-            redis_url: SecretString::from(self.args.redis_url.clone().unwrap_or_else(|| "memory://".into())),
+            redis_url: SecretString::from(
+                self.args
+                    .redis_url
+                    .clone()
+                    .unwrap_or_else(|| "memory://".into()),
+            ),
             key_prefix: self.prefix.clone(),
             listen: http,
             admin_listen: admin,
@@ -146,34 +150,44 @@ impl Demo {
             }
             let _ = done_tx.send(());
         });
-        let holder = bound_rx.await??;
+        let holder = match bound_rx.await {
+            Ok(Ok(holder)) => holder,
+            failed => {
+                // Dropping a runtime blocks: do it where blocking is allowed.
+                let _ = tokio::task::spawn_blocking(move || drop(runtime)).await;
+                return Err(match failed {
+                    Ok(Err(e)) => e,
+                    _ => anyhow::anyhow!("replica {} did not start", i + 1),
+                });
+            }
+        };
         self.holders.insert(holder.clone(), i + 1);
         self.replicas[i] = Some(Replica {
             runtime: Some(runtime),
             stop,
             done: Some(done_rx),
-            holder,
         });
         Ok(())
     }
 
     /// Crash: drop the runtime (no release). Graceful: cancel and wait for the clean stop.
     async fn stop(&mut self, i: usize, crash: bool) {
-        let Some(mut r) = self.replicas[i].take() else { return };
-        if crash {
-            if let Some(rt) = r.runtime.take() {
-                rt.shutdown_background();
-            }
-        } else {
+        let Some(mut r) = self.replicas[i].take() else {
+            return;
+        };
+        if !crash {
             r.stop.cancel();
             if let Some(done) = r.done.take() {
                 let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
             }
-            if let Some(rt) = r.runtime.take() {
-                rt.shutdown_background();
-            }
         }
-        let _ = r.holder;
+        // Dropping the runtime drops every task of the replica at once (its sockets close, its
+        // lease is left to expire). It blocks until they are gone, so not on this thread.
+        if let Some(rt) = r.runtime.take() {
+            let _ =
+                tokio::task::spawn_blocking(move || rt.shutdown_timeout(Duration::from_secs(5)))
+                    .await;
+        }
     }
 }
 
@@ -192,7 +206,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     };
     let observer_store = match (&shared_store, &args.redis_url) {
         (Some(s), _) => s.clone(),
-        (None, Some(url)) => crate::store::open(url, &prefix, Duration::from_millis(500)).map_err(|e| anyhow::anyhow!("{e}"))?,
+        (None, Some(url)) => crate::store::open(url, &prefix, Duration::from_millis(500))
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         (None, None) => unreachable!("one of the two is set"),
     };
 
@@ -207,7 +222,9 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     };
     let sim_platform = SimPlatform::from(&platform);
     let sim = Simulator::new(vec![sim_platform], sim_opts);
-    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(anyhow::Error::from)?;
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(anyhow::Error::from)?;
     let sim_addr = sim_listener.local_addr().map_err(anyhow::Error::from)?;
     let sim_stop = CancellationToken::new();
     tokio::spawn({
@@ -236,9 +253,18 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     for i in 0..n {
         demo.start(i, sim_addr).await?;
     }
-    sim.set_push_targets(demo.ports.iter().map(|(h, _)| format!("http://{h}")).collect());
+    sim.set_push_targets(
+        demo.ports
+            .iter()
+            .map(|(h, _)| format!("http://{h}"))
+            .collect(),
+    );
 
-    let store_kind = if demo.args.redis_url.is_some() { "Redis" } else { "the embedded store" };
+    let store_kind = if demo.args.redis_url.is_some() {
+        "Redis"
+    } else {
+        "the embedded store"
+    };
     println!("wxkeeper demo: WeChat simulator on http://{sim_addr}, {n} replicas on {store_kind}, lease TTL {LEASE_TTL:?}, token lifetime {TOKEN_TTL:?}, pre-auth {PREAUTH_TTL:?}, a push every {PUSH_EVERY:?}.");
     for (i, (http, admin)) in demo.ports.iter().enumerate() {
         println!("  replica {}: http://{http}  metrics http://{admin}/metrics  status http://{admin}/status", i + 1);
@@ -256,10 +282,17 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     let mut summary = Summary::default();
     let ctrl_c = crate::cli::signal_shutdown();
     let end = demo.args.duration.map(|d| Instant::now() + d);
-    let mut notices = demo.observer_store.subscribe().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut notices = demo
+        .observer_store
+        .subscribe()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut push_tick = tokio::time::interval(PUSH_EVERY);
     let mut lease_tick = tokio::time::interval(Duration::from_millis(20));
-    let mut kill_tick = demo.args.kill_leader_every.map(|d| tokio::time::interval_at(Instant::now() + d, d));
+    let mut kill_tick = demo
+        .args
+        .kill_leader_every
+        .map(|d| tokio::time::interval_at(Instant::now() + d, d));
     let mut leader: Option<(String, u64)> = None;
     let mut killed_at: Option<(Instant, bool)> = None;
     let mut last_obtained: BTreeMap<CredentialKind, i64> = BTreeMap::new();
@@ -356,7 +389,10 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         demo.stop(i, false).await;
     }
     sim_stop.cancel();
-    println!("\n{}", summary.render(&stats.totals, demo.started.elapsed()));
+    println!(
+        "\n{}",
+        summary.render(&stats.totals, demo.started.elapsed())
+    );
     Ok(())
 }
 
@@ -372,12 +408,19 @@ struct Summary {
 
 impl Summary {
     fn render(&self, sim: &crate::sim::Counters, ran: Duration) -> String {
-        let min = self.token_intervals.iter().copied().fold(f64::INFINITY, f64::min);
+        let min = self
+            .token_intervals
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
         let max = self.token_intervals.iter().copied().fold(0.0, f64::max);
         let intervals = if self.token_intervals.is_empty() {
             "no refresh interval yet (run longer than one token lifetime)".to_owned()
         } else {
-            format!("token refresh intervals {min:.1}s to {max:.1}s against a {}s lifetime", TOKEN_TTL.as_secs())
+            format!(
+                "token refresh intervals {min:.1}s to {max:.1}s against a {}s lifetime",
+                TOKEN_TTL.as_secs()
+            )
         };
         let fmt = |crash: bool| {
             let v: Vec<String> = self
@@ -386,7 +429,11 @@ impl Summary {
                 .filter(|(_, c)| *c == crash)
                 .map(|(d, _)| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
                 .collect();
-            if v.is_empty() { "none".to_owned() } else { v.join(", ") }
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
         };
         format!(
             "Summary after {:.0}s: {} pushes accepted; {} component_access_token refreshes and {} pre-auth codes fetched; {intervals}; \
@@ -411,4 +458,3 @@ impl Summary {
 fn free_local_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
-

@@ -1,19 +1,19 @@
 #![forbid(unsafe_code)]
+pub mod admin;
 pub mod api;
+pub mod app;
 pub mod callback;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod lease;
 pub mod metrics;
 pub mod notices;
 pub mod redact;
+pub mod refresh;
 pub mod sim;
+pub mod status;
 pub mod store;
 pub mod view;
-pub mod refresh;
-pub mod status;
-pub mod admin;
-pub mod app;
-pub mod cli;
-pub mod demo;

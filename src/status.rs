@@ -9,7 +9,10 @@ use serde::Serialize;
 
 use crate::clock::UnixMillis;
 use crate::redact::fingerprint;
-use crate::store::{CredentialKind, CredentialRecord, HistoryEvent, LeaseView, PreAuthMeta, SharedStore, StoreResult, TicketRecord};
+use crate::store::{
+    CredentialKind, CredentialRecord, HistoryEvent, LeaseView, PreAuthMeta, SharedStore,
+    StoreResult, TicketRecord,
+};
 use crate::view::PlatformView;
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,7 +114,11 @@ pub fn platform_report(v: &PlatformView, now_ms: UnixMillis) -> PlatformReport {
 }
 
 /// What the store holds now (`wxkeeper status`).
-pub async fn from_store(store: &SharedStore, platforms: &[String], pre_auth_margin_ms: i64) -> StoreResult<StoreReport> {
+pub async fn from_store(
+    store: &SharedStore,
+    platforms: &[String],
+    pre_auth_margin_ms: i64,
+) -> StoreResult<StoreReport> {
     let now_ms = store.now_ms().await?;
     let lease = lease_report(store.read_lease().await?.as_ref());
     let mut out = BTreeMap::new();
@@ -144,7 +151,11 @@ pub fn render_text(r: &StoreReport) -> String {
     let mut out = String::new();
     match &r.lease {
         Some(l) => {
-            let _ = writeln!(out, "leader      {} (epoch {}, lease {} ms left)", l.holder, l.epoch, l.remaining_ms);
+            let _ = writeln!(
+                out,
+                "leader      {} (epoch {}, lease {} ms left)",
+                l.holder, l.epoch, l.remaining_ms
+            );
         }
         None => {
             let _ = writeln!(out, "leader      none");
@@ -154,7 +165,12 @@ pub fn render_text(r: &StoreReport) -> String {
         let _ = writeln!(out, "\nplatform    {appid}");
         match &p.ticket {
             Some(t) => {
-                let _ = writeln!(out, "  ticket                  CreateTime {}, received {} ago", t.create_time, ago(t.age_s));
+                let _ = writeln!(
+                    out,
+                    "  ticket                  CreateTime {}, received {} ago",
+                    t.create_time,
+                    ago(t.age_s)
+                );
             }
             None => {
                 let _ = writeln!(out, "  ticket                  none yet");
@@ -175,7 +191,11 @@ pub fn render_text(r: &StoreReport) -> String {
                 let _ = writeln!(out, "  component_access_token  none yet");
             }
         }
-        let _ = write!(out, "  pre_auth_code           {} ready", p.pre_auth_code.ready);
+        let _ = write!(
+            out,
+            "  pre_auth_code           {} ready",
+            p.pre_auth_code.ready
+        );
         if let Some(l) = &p.pre_auth_code.latest {
             let _ = write!(out, ", newest expires in {}", ago(l.expires_in));
         }
@@ -187,7 +207,11 @@ pub fn render_text(r: &StoreReport) -> String {
 /// The refresh history, oldest first, then the average and maximum interval per credential.
 pub fn render_history(events: &[HistoryEvent]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<24} {:<18} {:<24} {:>10} {:>20}  holder", "obtained (UTC)", "platform", "credential", "interval", "epoch");
+    let _ = writeln!(
+        out,
+        "{:<24} {:<18} {:<24} {:>10} {:>20}  holder",
+        "obtained (UTC)", "platform", "credential", "interval", "epoch"
+    );
     let mut stats: BTreeMap<(String, CredentialKind), (i64, i64, i64)> = BTreeMap::new();
     for e in events {
         let when = format_utc(e.obtained_at_ms);
@@ -201,7 +225,9 @@ pub fn render_history(events: &[HistoryEvent]) -> String {
             e.holder
         );
         if let Some(i) = e.interval_ms {
-            let s = stats.entry((e.platform.clone(), e.credential)).or_insert((0, 0, 0));
+            let s = stats
+                .entry((e.platform.clone(), e.credential))
+                .or_insert((0, 0, 0));
             s.0 += 1;
             s.1 += i;
             s.2 = s.2.max(i);
@@ -239,10 +265,17 @@ mod tests {
             holder: "h".into(),
             interval_ms: interval,
         };
-        let text = render_history(&[ev(1_700_000_000_000, None), ev(1_700_006_300_000, Some(6_300_000)), ev(1_700_012_900_000, Some(6_600_000))]);
+        let text = render_history(&[
+            ev(1_700_000_000_000, None),
+            ev(1_700_006_300_000, Some(6_300_000)),
+            ev(1_700_012_900_000, Some(6_600_000)),
+        ]);
         assert!(text.contains("2023-11-14T22:13:20Z"), "{text}");
         assert!(text.contains("105m0s"), "{text}");
-        assert!(text.contains("2 intervals, average 107m30s, maximum 110m0s"), "{text}");
+        assert!(
+            text.contains("2 intervals, average 107m30s, maximum 110m0s"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -255,11 +288,20 @@ mod tests {
                 epoch: 1,
                 holder: "h".into(),
             }),
-            ticket: Some(TicketRecord { ticket: "ticket@@@SECRET".into(), create_time: 1, received_at_ms: 1_000, previous: None }),
+            ticket: Some(TicketRecord {
+                ticket: "ticket@@@SECRET".into(),
+                create_time: 1,
+                received_at_ms: 1_000,
+                previous: None,
+            }),
             pre_auth: None,
             pre_auth_ready: 2,
         };
-        let r = StoreReport { now: 10, lease: None, platforms: [("wxaaaa".to_owned(), platform_report(&v, 10_000))].into() };
+        let r = StoreReport {
+            now: 10,
+            lease: None,
+            platforms: [("wxaaaa".to_owned(), platform_report(&v, 10_000))].into(),
+        };
         let json = serde_json::to_string(&r).unwrap();
         let text = render_text(&r);
         for out in [json, text] {

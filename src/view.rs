@@ -38,7 +38,7 @@ pub struct CredentialView {
     store: SharedStore,
     metrics: Arc<Metrics>,
     clock: WallClock,
-    pre_auth_margin_ms: i64,
+    pre_auth_margin: Duration,
 }
 
 impl CredentialView {
@@ -60,7 +60,7 @@ impl CredentialView {
             store,
             metrics,
             clock,
-            pre_auth_margin_ms: pre_auth_margin.as_millis() as i64,
+            pre_auth_margin,
         }
     }
 
@@ -100,9 +100,14 @@ impl CredentialView {
         let token = self.store.get_token(platform).await?;
         let ticket = self.store.get_ticket(platform).await?;
         let pre_auth = self.store.get_pre_auth_meta(platform).await?;
+        let known = self.get(platform).and_then(|v| v.pre_auth);
+        let margin = crate::refresh::schedule::pre_auth_margin(
+            self.pre_auth_margin,
+            pre_auth.as_ref().or(known.as_ref()),
+        );
         let ready = self
             .store
-            .pre_auth_ready(platform, self.pre_auth_margin_ms)
+            .pre_auth_ready(platform, margin.as_millis() as i64)
             .await?
             .ready;
         self.merge(platform, token, ticket, pre_auth, Some(ready));

@@ -249,7 +249,10 @@ async fn take_invalid_report(
 
 /// Takes one code from the pool for this caller alone, and counts it as issued.
 async fn pop_code(st: &ApiState, platform: &str) -> Result<PreAuthCode, ApiError> {
-    let margin_ms = i64::try_from(st.pre_auth_margin.as_millis()).unwrap_or(i64::MAX);
+    // As the leader does: never more than half the lifetime WeChat reported for the codes.
+    let latest = st.view.get(platform).and_then(|v| v.pre_auth);
+    let margin = crate::refresh::schedule::pre_auth_margin(st.pre_auth_margin, latest.as_ref());
+    let margin_ms = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
     let popped = st
         .store
         .pop_pre_auth(platform, margin_ms)

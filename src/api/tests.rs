@@ -130,7 +130,7 @@ impl TestApi {
 
     async fn ready_codes(&self) -> u32 {
         let margin = MARGIN.as_millis() as i64;
-        self.store.pre_auth_ready(P, margin).await.unwrap()
+        self.store.pre_auth_ready(P, margin).await.unwrap().ready
     }
 
     fn woken(&self) -> bool {
@@ -512,7 +512,7 @@ impl Store for DownStore {
     async fn get_pre_auth_meta(&self, _: &str) -> StoreResult<Option<PreAuthMeta>> {
         down()
     }
-    async fn pre_auth_ready(&self, _: &str, _: i64) -> StoreResult<u32> {
+    async fn pre_auth_ready(&self, _: &str, _: i64) -> StoreResult<PoolState> {
         down()
     }
     async fn pop_pre_auth(&self, _: &str, _: i64) -> StoreResult<Option<PreAuthCode>> {

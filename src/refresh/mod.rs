@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::notices::{HubEvent, NoticeHub};
 use crate::store::{ClaimOutcome, CredentialKind, Notice, SharedStore, TicketRecord, WriteOutcome};
 use crate::view::CredentialView;
-use schedule::{backoff, effective_margin, next_wake, retry_delay};
+use schedule::{backoff, next_wake, pre_auth_margin, retry_delay};
 use wechat::{ErrorClass, WeChatClient, WeChatError};
 
 /// No ticket for this long: ask WeChat to resume pushes.
@@ -77,8 +77,14 @@ pub fn spawn(
                 .platforms
                 .iter()
                 .map(|p| {
-                    let lead = PlatformLeader::new(deps.clone(), p.clone(), term.clone(), leadership.clone());
-                    let span = tracing::info_span!("refresh", platform = %p.appid, epoch = term.id.epoch);
+                    let lead = PlatformLeader::new(
+                        deps.clone(),
+                        p.clone(),
+                        term.clone(),
+                        leadership.clone(),
+                    );
+                    let span =
+                        tracing::info_span!("refresh", platform = %p.appid, epoch = term.id.epoch);
                     tokio::spawn(lead.run(hub.listen()).instrument(span))
                 })
                 .collect();
@@ -114,7 +120,12 @@ struct PlatformLeader {
 }
 
 impl PlatformLeader {
-    fn new(d: Arc<RefresherDeps>, p: PlatformConfig, term: Term, leadership: watch::Receiver<Leadership>) -> Self {
+    fn new(
+        d: Arc<RefresherDeps>,
+        p: PlatformConfig,
+        term: Term,
+        leadership: watch::Receiver<Leadership>,
+    ) -> Self {
         let started_ms = d.view.store_now_ms();
         Self {
             d,
@@ -136,7 +147,9 @@ impl PlatformLeader {
     fn may_act(&self) -> bool {
         let now = Instant::now();
         match &*self.leadership.borrow() {
-            Leadership::Leader(t) if t.id == self.term.id => t.valid_until > now && !t.token.is_cancelled(),
+            Leadership::Leader(t) if t.id == self.term.id => {
+                t.valid_until > now && !t.token.is_cancelled()
+            }
             _ => false,
         }
     }
@@ -211,7 +224,10 @@ impl PlatformLeader {
     }
 
     fn fenced(&self, kind: CredentialKind) -> Stop {
-        warn!(credential = kind.as_str(), "write fenced: this replica no longer holds the lease");
+        warn!(
+            credential = kind.as_str(),
+            "write fenced: this replica no longer holds the lease"
+        );
         self.count(kind, "fenced");
         self.d.metrics.fenced_writes_rejected.inc();
         Stop
@@ -221,8 +237,16 @@ impl PlatformLeader {
         if let Some(prev) = previous_ms {
             let secs = (obtained_ms - prev) as f64 / 1000.0;
             let labels = [self.p.appid.as_str(), kind.as_str()];
-            self.d.metrics.refresh_interval.with_label_values(&labels).observe(secs);
-            self.d.metrics.refresh_last_interval.with_label_values(&labels).set(secs);
+            self.d
+                .metrics
+                .refresh_interval
+                .with_label_values(&labels)
+                .observe(secs);
+            self.d
+                .metrics
+                .refresh_last_interval
+                .with_label_values(&labels)
+                .set(secs);
         }
     }
 
@@ -233,7 +257,12 @@ impl PlatformLeader {
             Ok(None) => {
                 let remembered = self.d.view.get(&self.p.appid).and_then(|v| v.ticket);
                 if let Some(t) = &remembered {
-                    if let Ok(true) = self.d.store.reseed_ticket(&self.term.id, &self.p.appid, t).await {
+                    if let Ok(true) = self
+                        .d
+                        .store
+                        .reseed_ticket(&self.term.id, &self.p.appid, t)
+                        .await
+                    {
                         info!("store had lost the ticket; written back from memory");
                     }
                 }
@@ -279,7 +308,13 @@ impl PlatformLeader {
         };
         let ticket_value = match (&ticket, self.try_previous_ticket) {
             (Some(t), false) => t.ticket.clone(),
-            (Some(TicketRecord { previous: Some(prev), .. }), true) => prev.clone(),
+            (
+                Some(TicketRecord {
+                    previous: Some(prev),
+                    ..
+                }),
+                true,
+            ) => prev.clone(),
             _ => {
                 info!("token due but no usable ticket yet; waiting for a push");
                 self.waiting_for_ticket = true;
@@ -290,17 +325,30 @@ impl PlatformLeader {
             return Err(Stop);
         }
         let secret = self.p.appsecret.expose_secret();
-        let result = self.d.client.component_token(&self.p.appid, secret, &ticket_value).await;
+        let result = self
+            .d
+            .client
+            .component_token(&self.p.appid, secret, &ticket_value)
+            .await;
         let kind = CredentialKind::ComponentAccessToken;
         match result {
             Ok(issued) => {
                 let written = self
                     .d
                     .store
-                    .write_token(&self.term.id, &self.p.appid, claim_ms, &issued.value, issued.expires_in_s)
+                    .write_token(
+                        &self.term.id,
+                        &self.p.appid,
+                        claim_ms,
+                        &issued.value,
+                        issued.expires_in_s,
+                    )
                     .await;
                 match written {
-                    Ok(WriteOutcome::Written { record, previous_obtained_ms }) => {
+                    Ok(WriteOutcome::Written {
+                        record,
+                        previous_obtained_ms,
+                    }) => {
                         self.count(kind, "success");
                         self.observe_interval(kind, record.obtained_at_ms, previous_obtained_ms);
                         info!(
@@ -310,7 +358,9 @@ impl PlatformLeader {
                             forced,
                             "component_access_token refreshed"
                         );
-                        self.d.view.merge(&self.p.appid, Some(record), None, None, None);
+                        self.d
+                            .view
+                            .merge(&self.p.appid, Some(record), None, None, None);
                         self.token_failures = 0;
                         self.try_previous_ticket = false;
                         // Look again at once: the claim now reports when the next refresh is due.
@@ -328,7 +378,10 @@ impl PlatformLeader {
             }
             Err(e) => {
                 self.count(kind, "error");
-                Ok(Some(self.token_failed(&e, remembered.as_ref().map(|r| r.expires_at_ms))))
+                Ok(Some(self.token_failed(
+                    &e,
+                    remembered.as_ref().map(|r| r.expires_at_ms),
+                )))
             }
         }
     }
@@ -347,7 +400,10 @@ impl PlatformLeader {
         let time_left = expires_at_ms
             .map(|exp| self.until_ms(exp))
             .filter(|d| !d.is_zero());
-        let delay = retry_delay(backoff(class, self.token_failures, rand::random()), time_left);
+        let delay = retry_delay(
+            backoff(class, self.token_failures, rand::random()),
+            time_left,
+        );
         self.token_failures = self.token_failures.saturating_add(1);
         self.token_retry_at = Some(Instant::now() + delay);
         delay
@@ -365,13 +421,8 @@ impl PlatformLeader {
         let Some(token) = self.d.view.valid_token(&self.p.appid) else {
             return Ok(None);
         };
-        let lifetime = self
-            .d
-            .view
-            .get(&self.p.appid)
-            .and_then(|v| v.pre_auth)
-            .map(|m| Duration::from_millis((m.expires_at_ms - m.obtained_at_ms).max(0) as u64));
-        let margin = lifetime.map_or(self.d.pre_auth_margin, |l| effective_margin(self.d.pre_auth_margin, l));
+        let latest = self.d.view.get(&self.p.appid).and_then(|v| v.pre_auth);
+        let margin = pre_auth_margin(self.d.pre_auth_margin, latest.as_ref());
         let margin_ms = margin.as_millis() as i64;
         let pool = match self.d.store.pre_auth_ready(&self.p.appid, margin_ms).await {
             Ok(p) => p,
@@ -390,17 +441,35 @@ impl PlatformLeader {
             let Ok(requested_at) = self.d.store.now_ms().await else {
                 return Ok(Some(STORE_RETRY));
             };
-            match self.d.client.create_preauthcode(&self.p.appid, &token.value).await {
+            match self
+                .d
+                .client
+                .create_preauthcode(&self.p.appid, &token.value)
+                .await
+            {
                 Ok(issued) => {
                     let written = self
                         .d
                         .store
-                        .push_pre_auth(&self.term.id, &self.p.appid, requested_at, &issued.value, issued.expires_in_s)
+                        .push_pre_auth(
+                            &self.term.id,
+                            &self.p.appid,
+                            requested_at,
+                            &issued.value,
+                            issued.expires_in_s,
+                        )
                         .await;
                     match written {
-                        Ok(WriteOutcome::Written { record, previous_obtained_ms }) => {
+                        Ok(WriteOutcome::Written {
+                            record,
+                            previous_obtained_ms,
+                        }) => {
                             self.count(kind, "success");
-                            self.observe_interval(kind, record.obtained_at_ms, previous_obtained_ms);
+                            self.observe_interval(
+                                kind,
+                                record.obtained_at_ms,
+                                previous_obtained_ms,
+                            );
                             let meta = crate::store::PreAuthMeta {
                                 obtained_at_ms: record.obtained_at_ms,
                                 expires_at_ms: record.expires_at_ms,
@@ -408,10 +477,22 @@ impl PlatformLeader {
                                 holder: record.holder.clone(),
                             };
                             ready += 1;
-                            earliest = Some(earliest.map_or(record.expires_at_ms, |e| e.min(record.expires_at_ms)));
-                            self.d.view.merge(&self.p.appid, None, None, Some(meta), Some(ready as u32));
+                            earliest = Some(
+                                earliest
+                                    .map_or(record.expires_at_ms, |e| e.min(record.expires_at_ms)),
+                            );
+                            self.d.view.merge(
+                                &self.p.appid,
+                                None,
+                                None,
+                                Some(meta),
+                                Some(ready as u32),
+                            );
                             self.pool_failures = 0;
-                            info!(expires_in_s = issued.expires_in_s, ready, "pre-auth code added to the pool");
+                            info!(
+                                expires_in_s = issued.expires_in_s,
+                                ready, "pre-auth code added to the pool"
+                            );
                         }
                         Ok(WriteOutcome::Fenced) => return Err(self.fenced(kind)),
                         Err(e) => {
@@ -427,18 +508,31 @@ impl PlatformLeader {
                     warn!(error = %e, ?class, "pre-auth code request failed");
                     if class == ErrorClass::TokenInvalid {
                         // The token was superseded: report it, which makes the claim forced.
-                        if let Ok(true) = self.d.store.report_invalid(&self.p.appid, &token.value).await {
+                        if let Ok(true) = self
+                            .d
+                            .store
+                            .report_invalid(&self.p.appid, &token.value)
+                            .await
+                        {
                             self.token_retry_at = None;
                         }
                     }
                     let delay = backoff(class, self.pool_failures, rand::random());
                     self.pool_failures = self.pool_failures.saturating_add(1);
                     self.pool_retry_at = Some(Instant::now() + delay);
-                    return Ok(Some(if class == ErrorClass::TokenInvalid { Duration::ZERO } else { delay }));
+                    return Ok(Some(if class == ErrorClass::TokenInvalid {
+                        Duration::ZERO
+                    } else {
+                        delay
+                    }));
                 }
             }
         }
-        self.d.metrics.pre_auth_ready.with_label_values(&[&self.p.appid]).set(ready as i64);
+        self.d
+            .metrics
+            .pre_auth_ready
+            .with_label_values(&[&self.p.appid])
+            .set(ready as i64);
         // Refill when the earliest code becomes too old to hand out.
         Ok(earliest.map(|e| self.until_ms(e - margin_ms)))
     }
@@ -457,7 +551,11 @@ impl PlatformLeader {
         match self
             .d
             .store
-            .start_push_due(&self.term.id, &self.p.appid, START_PUSH_GAP.as_millis() as i64)
+            .start_push_due(
+                &self.term.id,
+                &self.p.appid,
+                START_PUSH_GAP.as_millis() as i64,
+            )
             .await
         {
             Ok(true) => {

@@ -11,6 +11,23 @@ pub fn effective_margin(margin: Duration, lifetime: Duration) -> Duration {
     margin.min(lifetime / 2)
 }
 
+/// The pre-auth margin in force for a platform: clamped to half the lifetime of the codes
+/// WeChat issued last (the configured margin until a first code was seen). The leader, the
+/// token API and every replica's view must agree on it, since counting and popping the pool
+/// discard codes below it.
+pub fn pre_auth_margin(
+    configured: Duration,
+    latest: Option<&crate::store::PreAuthMeta>,
+) -> Duration {
+    match latest {
+        Some(m) => effective_margin(
+            configured,
+            Duration::from_millis((m.expires_at_ms - m.obtained_at_ms).max(0) as u64),
+        ),
+        None => configured,
+    }
+}
+
 /// Backoff after `failures` consecutive failures of one class, before the expiry cap.
 /// `jitter` in [0, 1) spreads retries over [d/2, d).
 pub fn backoff(class: ErrorClass, failures: u32, jitter: f64) -> Duration {
@@ -39,7 +56,13 @@ pub fn retry_delay(backoff: Duration, time_left: Option<Duration>) -> Duration {
 
 /// The earliest of the wake-ups that exist, or `idle` if none does.
 pub fn next_wake(candidates: &[Option<Duration>], idle: Duration) -> Duration {
-    candidates.iter().flatten().copied().min().unwrap_or(idle).min(idle)
+    candidates
+        .iter()
+        .flatten()
+        .copied()
+        .min()
+        .unwrap_or(idle)
+        .min(idle)
 }
 
 #[cfg(test)]
@@ -71,7 +94,10 @@ mod tests {
     fn retries_land_before_expiry() {
         assert_eq!(retry_delay(S(600), Some(S(100))), S(50));
         assert_eq!(retry_delay(S(10), Some(S(100))), S(10));
-        assert_eq!(retry_delay(S(600), Some(Duration::ZERO)), Duration::from_millis(500));
+        assert_eq!(
+            retry_delay(S(600), Some(Duration::ZERO)),
+            Duration::from_millis(500)
+        );
         assert_eq!(retry_delay(S(600), None), S(600));
     }
 

@@ -103,11 +103,20 @@ impl WeChatClient {
             .user_agent(concat!("wxkeeper/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("TLS backend available");
-        Self { http, base, metrics }
+        Self {
+            http,
+            base,
+            metrics,
+        }
     }
 
     /// `api_component_token`: a new component_access_token from a ticket.
-    pub async fn component_token(&self, appid: &str, secret: &str, ticket: &str) -> Result<Issued, WeChatError> {
+    pub async fn component_token(
+        &self,
+        appid: &str,
+        secret: &str,
+        ticket: &str,
+    ) -> Result<Issued, WeChatError> {
         let body = json!({
             "component_appid": appid,
             "component_appsecret": secret,
@@ -118,10 +127,18 @@ impl WeChatClient {
     }
 
     /// `api_create_preauthcode`: one single-use pre-auth code.
-    pub async fn create_preauthcode(&self, appid: &str, token: &str) -> Result<Issued, WeChatError> {
+    pub async fn create_preauthcode(
+        &self,
+        appid: &str,
+        token: &str,
+    ) -> Result<Issued, WeChatError> {
         let body = json!({ "component_appid": appid });
         let reply = self
-            .post("api_create_preauthcode", &[("component_access_token", token)], body)
+            .post(
+                "api_create_preauthcode",
+                &[("component_access_token", token)],
+                body,
+            )
             .await?;
         issued(reply.pre_auth_code, reply.expires_in)
     }
@@ -129,10 +146,17 @@ impl WeChatClient {
     /// `api_start_push_ticket`: asks WeChat to resume ticket pushes.
     pub async fn start_push_ticket(&self, appid: &str, secret: &str) -> Result<(), WeChatError> {
         let body = json!({ "component_appid": appid, "component_secret": secret });
-        self.post("api_start_push_ticket", &[], body).await.map(|_| ())
+        self.post("api_start_push_ticket", &[], body)
+            .await
+            .map(|_| ())
     }
 
-    async fn post(&self, endpoint: &'static str, query: &[(&str, &str)], body: serde_json::Value) -> Result<Reply, WeChatError> {
+    async fn post(
+        &self,
+        endpoint: &'static str,
+        query: &[(&str, &str)],
+        body: serde_json::Value,
+    ) -> Result<Reply, WeChatError> {
         let mut url = self
             .base
             .join(&format!("cgi-bin/component/{endpoint}"))
@@ -160,13 +184,24 @@ impl WeChatClient {
 
     async fn send(&self, url: url::Url, body: serde_json::Value) -> Result<Reply, WeChatError> {
         let transport = |e: reqwest::Error| WeChatError::Transport(e.without_url().to_string());
-        let response = self.http.post(url).json(&body).send().await.map_err(transport)?;
+        let response = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport)?;
         if !response.status().is_success() {
-            return Err(WeChatError::Transport(format!("HTTP {}", response.status().as_u16())));
+            return Err(WeChatError::Transport(format!(
+                "HTTP {}",
+                response.status().as_u16()
+            )));
         }
         let reply: Reply = response.json().await.map_err(transport)?;
         if reply.errcode != 0 {
-            return Err(WeChatError::Api { errcode: reply.errcode });
+            return Err(WeChatError::Api {
+                errcode: reply.errcode,
+            });
         }
         Ok(reply)
     }
@@ -174,8 +209,13 @@ impl WeChatClient {
 
 fn issued(value: Option<String>, expires_in: Option<i64>) -> Result<Issued, WeChatError> {
     match (value, expires_in) {
-        (Some(value), Some(expires_in_s)) if !value.is_empty() && expires_in_s > 0 => Ok(Issued { value, expires_in_s }),
-        _ => Err(WeChatError::Transport("reply lacks the credential or expires_in".into())),
+        (Some(value), Some(expires_in_s)) if !value.is_empty() && expires_in_s > 0 => Ok(Issued {
+            value,
+            expires_in_s,
+        }),
+        _ => Err(WeChatError::Transport(
+            "reply lacks the credential or expires_in".into(),
+        )),
     }
 }
 
@@ -197,7 +237,10 @@ mod tests {
         assert_eq!(classify(61005), ErrorClass::TicketInvalid);
         assert_eq!(classify(61006), ErrorClass::TicketInvalid);
         assert_eq!(classify(12345), ErrorClass::Unknown);
-        assert_eq!(WeChatError::Transport("x".into()).class(), ErrorClass::Retry);
+        assert_eq!(
+            WeChatError::Transport("x".into()).class(),
+            ErrorClass::Retry
+        );
     }
 
     #[test]
@@ -206,6 +249,13 @@ mod tests {
         assert!(issued(None, Some(7200)).is_err());
         assert!(issued(Some(String::new()), Some(7200)).is_err());
         assert!(issued(Some("t".into()), Some(0)).is_err());
-        assert_eq!(format!("{:?}", Issued { value: "secret".into(), expires_in_s: 1 }).contains("secret"), false);
+        let debug = format!(
+            "{:?}",
+            Issued {
+                value: "secret".into(),
+                expires_in_s: 1
+            }
+        );
+        assert!(!debug.contains("secret"));
     }
 }
