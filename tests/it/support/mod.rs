@@ -1,5 +1,6 @@
 //! Shared test helpers: real Redis servers, stores, and (later) spawned apps.
 
+pub mod app;
 pub mod redis_server;
 
 use std::sync::Arc;
