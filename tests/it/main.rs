@@ -2,5 +2,6 @@
 
 mod app;
 mod lease;
+mod refresh;
 mod store_contract;
 mod support;

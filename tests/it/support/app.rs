@@ -1,7 +1,6 @@
 //! The real app in-process on free ports, a WeChat simulator beside it, and typed requests.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -10,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 use wxkeeper::app::{App, AppOptions};
 use wxkeeper::config::{Config, LogFormat, PlatformConfig};
 use wxkeeper::crypto::{self, AesKey};
-use wxkeeper::metrics::Metrics;
 use wxkeeper::sim::{SimOptions, SimPlatform, Simulator};
 use wxkeeper::store::SharedStore;
 
@@ -92,7 +90,6 @@ impl Drop for Sim {
 pub struct TestApp {
     pub http: SocketAddr,
     pub admin: SocketAddr,
-    pub metrics: Arc<Metrics>,
     pub store: SharedStore,
     pub holder: String,
     pub shutdown: CancellationToken,
@@ -108,14 +105,13 @@ impl TestApp {
             ..AppOptions::default()
         };
         let app = App::build(config, options).await.expect("app builds");
-        let (http, admin, metrics, store) = (app.http_addr(), app.admin_addr(), app.metrics(), app.store());
+        let (http, admin, store) = (app.http_addr(), app.admin_addr(), app.store());
         let holder = app.holder().to_owned();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Self {
             http,
             admin,
-            metrics,
             store,
             holder,
             shutdown,
@@ -176,7 +172,9 @@ impl TestApp {
 
     pub async fn report_invalid(&self, token: &str) -> reqwest::Response {
         self.client
-            .post(self.url(&format!("/v1/platforms/{APPID}/component_access_token/invalid")))
+            .post(self.url(&format!(
+                "/v1/platforms/{APPID}/component_access_token/invalid"
+            )))
             .bearer_auth(API_KEY)
             .json(&serde_json::json!({ "component_access_token": token }))
             .send()
@@ -255,6 +253,8 @@ pub fn signed_envelope(encrypt: &str, timestamp: i64) -> Push {
         .finish();
     Push {
         query,
-        body: format!("<xml><AppId><![CDATA[{APPID}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"),
+        body: format!(
+            "<xml><AppId><![CDATA[{APPID}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        ),
     }
 }

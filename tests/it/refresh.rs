@@ -1,0 +1,376 @@
+//! The refresh loop end to end: the real app, a real `redis-server`, and the WeChat
+//! simulator (in-process, speaking HTTP). Bounded waits poll what the service exposes; no
+//! assertion is about speed except the contract's "within 1 s" of a new ticket or token.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use wxkeeper::sim::{SimOptions, SimStats};
+
+use crate::support::app::*;
+use crate::support::RedisServer;
+
+/// Polls `check` every 20 ms until it yields, or panics after `within`.
+async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn token_of(app: &TestApp) -> Option<String> {
+    let r = app.get_token().await;
+    if r.status() != 200 {
+        return None;
+    }
+    let v: Value = r.json().await.unwrap();
+    Some(v["component_access_token"].as_str().unwrap().to_owned())
+}
+
+/// Waits until this replica leads and its lock-delay is over.
+async fn until_acting_leader(app: &TestApp) {
+    eventually(Duration::from_secs(5), "acting leader", || async {
+        let s: Value = app
+            .client
+            .get(format!("http://{}/status", app.admin))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (s["lease"]["leader"] == true && s["lease"]["lock_delay_ms"] == 0).then_some(())
+    })
+    .await
+}
+
+fn stats(sim: &Sim) -> SimStats {
+    sim.sim.stats()
+}
+
+struct Setup {
+    redis: RedisServer,
+    sim: Sim,
+    apps: Vec<TestApp>,
+}
+
+async fn setup(replicas: usize, sim_opts: SimOptions, margin: Duration) -> Setup {
+    let redis = RedisServer::start();
+    let sim = Sim::start(sim_opts).await;
+    let mut apps = Vec::new();
+    for _ in 0..replicas {
+        let mut c = config(&redis.url(), &sim.base);
+        c.refresh_margin = margin;
+        c.pre_auth_margin = Duration::from_secs(2);
+        let app = TestApp::spawn(c, None).await;
+        app.wait_ready().await;
+        apps.push(app);
+    }
+    sim.sim
+        .set_push_targets(apps.iter().map(|a| format!("http://{}", a.http)).collect());
+    Setup { redis, sim, apps }
+}
+
+async fn push(s: &Setup) {
+    let report = s.sim.sim.push_now(None).await.unwrap();
+    assert!(report.accepted, "push refused: {report:?}");
+}
+
+#[tokio::test]
+async fn cold_start_first_ticket_gives_a_token_within_a_second_then_codes() {
+    let s = setup(1, Sim::short(), Duration::from_secs(900)).await;
+    let app = &s.apps[0];
+    until_acting_leader(app).await;
+    assert_eq!(
+        app.get_token().await.status(),
+        503,
+        "no token before the first ticket"
+    );
+    push(&s).await;
+    let pushed = Instant::now();
+    let token = eventually(
+        Duration::from_secs(1),
+        "token within 1 s of the first ticket",
+        || token_of(app),
+    )
+    .await;
+    assert!(pushed.elapsed() <= Duration::from_secs(1));
+    assert!(s.sim.sim.token_is_valid(&token));
+    let code = eventually(Duration::from_secs(2), "a pre-auth code", || async {
+        let r = app.take_pre_auth().await;
+        if r.status() != 200 {
+            return None;
+        }
+        let v: Value = r.json().await.unwrap();
+        Some(v["pre_auth_code"].as_str().unwrap().to_owned())
+    })
+    .await;
+    assert!(
+        s.sim.sim.use_pre_auth_code(&code),
+        "the code is valid and unused at WeChat"
+    );
+    assert_eq!(stats(&s.sim).totals.calls.api_component_token, 1);
+}
+
+#[tokio::test]
+async fn tokens_are_refreshed_on_schedule_never_early_never_late() {
+    // Lifetime 6 s, margin 2 s: a new token every ~4 s, independent of pushes.
+    let opts = SimOptions {
+        token_ttl: Duration::from_secs(6),
+        preauth_ttl: Duration::from_secs(6),
+        grace: Duration::from_secs(2),
+        ..SimOptions::default()
+    };
+    let s = setup(1, opts, Duration::from_secs(2)).await;
+    until_acting_leader(&s.apps[0]).await;
+    push(&s).await;
+    let sim = s.sim.sim.clone();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        sim.wait_until(|st| st.totals.tokens_issued >= 4),
+    )
+    .await
+    .expect("four tokens within 20 s");
+    let st = stats(&s.sim);
+    assert_eq!(st.totals.early_token_calls, 0);
+    assert_eq!(st.totals.overlapping_token_calls, 0);
+    let intervals = &st.platforms[APPID].token_issue_intervals_ms;
+    assert!(intervals.len() >= 3);
+    for i in intervals {
+        assert!(
+            *i >= 3_900,
+            "refreshed early: {i} ms after the previous token"
+        );
+        assert!(*i < 6_000, "refreshed after expiry: {i} ms");
+    }
+    assert_eq!(st.totals.invalid_token_calls, 0);
+}
+
+#[tokio::test]
+async fn invalid_token_report_forces_one_refresh() {
+    let s = setup(1, Sim::short(), Duration::from_secs(900)).await;
+    let app = &s.apps[0];
+    until_acting_leader(app).await;
+    push(&s).await;
+    let first = eventually(Duration::from_secs(2), "first token", || token_of(app)).await;
+    assert_eq!(app.report_invalid(&first).await.status(), 202);
+    let second = eventually(
+        Duration::from_secs(2),
+        "a new token after the report",
+        || async { token_of(app).await.filter(|t| *t != first) },
+    )
+    .await;
+    assert!(s.sim.sim.token_is_valid(&second));
+    assert_eq!(stats(&s.sim).totals.calls.api_component_token, 2);
+    // A second report inside the minute changes nothing.
+    assert_eq!(app.report_invalid(&second).await.status(), 202);
+    assert_eq!(app.report_invalid(&first).await.status(), 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stats(&s.sim).totals.calls.api_component_token, 2);
+    assert_eq!(token_of(app).await.as_deref(), Some(second.as_str()));
+}
+
+#[tokio::test]
+async fn token_revoked_at_wechat_is_replaced_when_a_code_call_gets_40001() {
+    let s = setup(1, Sim::short(), Duration::from_secs(900)).await;
+    let app = &s.apps[0];
+    until_acting_leader(app).await;
+    push(&s).await;
+    let first = eventually(Duration::from_secs(2), "first token", || token_of(app)).await;
+    // Wait for the pool to be full, then revoke and drain it: the refill hits 40001.
+    eventually(Duration::from_secs(2), "pool full", || async {
+        (stats(&s.sim).totals.pre_auth_codes_issued >= 2).then_some(())
+    })
+    .await;
+    s.sim.sim.revoke_tokens(APPID);
+    assert_eq!(app.take_pre_auth().await.status(), 200);
+    let second = eventually(Duration::from_secs(3), "a replacement token", || async {
+        token_of(app).await.filter(|t| *t != first)
+    })
+    .await;
+    assert!(s.sim.sim.token_is_valid(&second));
+    assert!(!s.sim.sim.token_is_valid(&first));
+}
+
+#[tokio::test]
+async fn configuration_errors_are_not_hammered() {
+    let opts = SimOptions {
+        error_rate: 1.0,
+        error_code: 40125,
+        ..Sim::short()
+    };
+    let s = setup(1, opts, Duration::from_secs(900)).await;
+    until_acting_leader(&s.apps[0]).await;
+    push(&s).await;
+    let sim = s.sim.sim.clone();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        sim.wait_until(|st| st.totals.calls.api_component_token >= 1),
+    )
+    .await
+    .expect("a first token call");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        stats(&s.sim).totals.calls.api_component_token,
+        1,
+        "a wrong secret is retried after minutes, not seconds"
+    );
+    let m = s.apps[0].metrics_text().await;
+    assert!(m.contains(
+        "wxkeeper_wechat_api_requests_total{endpoint=\"api_component_token\",errcode=\"40125\"} 1"
+    ));
+    assert!(m.contains(&format!(
+        "wxkeeper_refresh_total{{credential=\"component_access_token\",outcome=\"error\",platform=\"{APPID}\"}} 1"
+    )));
+}
+
+#[tokio::test]
+async fn system_busy_is_retried_with_backoff() {
+    let opts = SimOptions {
+        error_rate: 1.0,
+        error_code: -1,
+        ..Sim::short()
+    };
+    let s = setup(1, opts, Duration::from_secs(900)).await;
+    until_acting_leader(&s.apps[0]).await;
+    push(&s).await;
+    let sim = s.sim.sim.clone();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        sim.wait_until(|st| st.totals.calls.api_component_token >= 3),
+    )
+    .await
+    .expect("retries of a busy system");
+    // Backoff 1 s, 2 s, 4 s (halved at most by jitter): three calls take at least 1.5 s.
+    let n = stats(&s.sim).totals.calls.api_component_token;
+    assert!(n <= 4, "{n} calls: not backing off");
+}
+
+#[tokio::test]
+async fn two_replicas_never_refresh_at_once_and_never_share_a_code() {
+    let opts = SimOptions {
+        token_ttl: Duration::from_secs(6),
+        preauth_ttl: Duration::from_secs(20),
+        grace: Duration::from_secs(2),
+        latency: Duration::from_millis(50),
+        ..SimOptions::default()
+    };
+    let s = setup(2, opts, Duration::from_secs(2)).await;
+    push(&s).await;
+    let sim = s.sim.sim.clone();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        sim.wait_until(|st| st.totals.tokens_issued >= 3),
+    )
+    .await
+    .expect("three tokens");
+    let st = stats(&s.sim);
+    assert_eq!(st.totals.overlapping_token_calls, 0);
+    assert_eq!(st.totals.early_token_calls, 0);
+    // Both replicas serve the same, valid token.
+    let a = token_of(&s.apps[0]).await.unwrap();
+    let b = eventually(Duration::from_secs(1), "same token on both", || async {
+        token_of(&s.apps[1]).await.filter(|t| *t == a)
+    })
+    .await;
+    assert!(s.sim.sim.token_is_valid(&b));
+
+    // 40 concurrent takers across both replicas: every code they get is distinct and unused.
+    let takers: Vec<_> = (0..40)
+        .map(|i| {
+            let app_url = s.apps[i % 2].url(&format!("/v1/platforms/{APPID}/pre_auth_code"));
+            let client = s.apps[i % 2].client.clone();
+            tokio::spawn(async move {
+                let r = client
+                    .post(app_url)
+                    .bearer_auth(API_KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    let v: Value = r.json().await.unwrap();
+                    Some(v["pre_auth_code"].as_str().unwrap().to_owned())
+                } else {
+                    assert_eq!(r.status(), 503);
+                    None
+                }
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in takers {
+        codes.extend(t.await.unwrap());
+    }
+    assert!(!codes.is_empty());
+    assert_eq!(
+        codes.iter().collect::<HashSet<_>>().len(),
+        codes.len(),
+        "a code went to two callers"
+    );
+    for c in &codes {
+        assert!(s.sim.sim.use_pre_auth_code(c));
+    }
+    assert_eq!(stats(&s.sim).totals.codes_used_twice, 0);
+}
+
+#[tokio::test]
+async fn reads_survive_a_stopped_redis_and_an_emptied_one_is_reseeded() {
+    let mut s = setup(2, Sim::short(), Duration::from_secs(900)).await;
+    push(&s).await;
+    let token = eventually(Duration::from_secs(4), "first token", || {
+        token_of(&s.apps[0])
+    })
+    .await;
+    eventually(Duration::from_secs(1), "follower has it", || async {
+        token_of(&s.apps[1]).await.filter(|t| *t == token)
+    })
+    .await;
+    let issued = stats(&s.sim).totals.tokens_issued;
+
+    // Redis paused: every replica still answers from memory.
+    s.redis.pause();
+    for app in &s.apps {
+        assert_eq!(token_of(app).await.as_deref(), Some(token.as_str()));
+    }
+    s.redis.resume();
+
+    // Redis restarted empty: reads never fail, the leader writes the state back, no new token.
+    s.redis.restart_empty();
+    for _ in 0..20 {
+        for app in &s.apps {
+            assert_eq!(
+                token_of(app).await.as_deref(),
+                Some(token.as_str()),
+                "read failed after the restart"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = s.apps[0].store.clone();
+    let reseeded = eventually(Duration::from_secs(5), "token written back", || async {
+        store.get_token(APPID).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(reseeded.value, token);
+    eventually(Duration::from_secs(5), "ticket written back", || async {
+        store.get_ticket(APPID).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        stats(&s.sim).totals.tokens_issued,
+        issued,
+        "the restart caused no token call"
+    );
+    assert_eq!(stats(&s.sim).totals.early_token_calls, 0);
+}
