@@ -1,5 +1,5 @@
 //! The Redis adapter: key layout, connection handling, and calls to the scripts in
-//! [`super::scripts`].
+//! `super::scripts`.
 //!
 //! One `ConnectionManager` (multiplexed, reconnecting) serves all commands; notices use a
 //! dedicated pub/sub connection per subscription. Every call runs under `op_timeout`, so a

@@ -1,6 +1,7 @@
 //! The one integration-test binary: real Redis servers, real HTTP, the real app.
 
 mod app;
+mod cli;
 mod lease;
 mod refresh;
 mod store_contract;
