@@ -1,5 +1,6 @@
 //! The one integration-test binary: real Redis servers, real HTTP, the real app.
 
+mod acl;
 mod app;
 mod cli;
 mod lease;
