@@ -202,6 +202,7 @@ async fn paused_redis_makes_the_leader_self_fence_in_time() {
         .map(|i| replica(&h.store, &format!("r{i}")))
         .collect();
     let first = await_leader(&mut replicas, TTL * 3).await;
+    let term_at_fence = term(&replicas[first]);
     let server = h.redis.as_ref().unwrap();
     server.pause();
     let paused_at = Instant::now();
@@ -233,9 +234,17 @@ async fn paused_redis_makes_the_leader_self_fence_in_time() {
         assert!(Instant::now() < counted_by, "self-fence not counted");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let old = term_at_fence.clone();
     tokio::time::sleep(TTL).await;
     server.resume();
-    await_leader(&mut replicas, TTL * 3).await;
+    let next = await_leader(&mut replicas, TTL * 3).await;
+    assert!(term(&replicas[next]).epoch > old.epoch, "a new term after the pause");
+    // The self-fenced term's write is refused by the store too.
+    let now = h.store.now_ms().await.unwrap();
+    assert_eq!(
+        h.store.write_token(&old, "wxp", now, "late", 7200).await.unwrap(),
+        WriteOutcome::Fenced
+    );
     for r in &replicas {
         r.shutdown.cancel();
     }
