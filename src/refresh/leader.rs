@@ -15,7 +15,9 @@ use super::{RefresherDeps, IDLE_WAKE, START_PUSH_GAP, STORE_RETRY, TICKET_STALE_
 use crate::config::PlatformConfig;
 use crate::lease::{Leadership, Term};
 use crate::notices::HubEvent;
-use crate::store::{ClaimOutcome, CredentialKind, Notice, TicketRecord, WriteOutcome};
+use crate::store::{
+    ClaimOutcome, CredentialKind, CredentialRecord, Notice, PreAuthMeta, TicketRecord, WriteOutcome,
+};
 
 /// Why a step stopped the platform's leader.
 struct Stop;
@@ -150,6 +152,12 @@ impl PlatformLeader {
         Stop
     }
 
+    /// Counts a stored credential and observes the interval since the previous one.
+    fn succeeded(&self, kind: CredentialKind, record: &CredentialRecord, previous_ms: Option<i64>) {
+        self.count(kind, "success");
+        self.observe_interval(kind, record.obtained_at_ms, previous_ms);
+    }
+
     fn observe_interval(&self, kind: CredentialKind, obtained_ms: i64, previous_ms: Option<i64>) {
         if let Some(prev) = previous_ms {
             let secs = (obtained_ms - prev) as f64 / 1000.0;
@@ -266,8 +274,7 @@ impl PlatformLeader {
                         record,
                         previous_obtained_ms,
                     }) => {
-                        self.count(kind, "success");
-                        self.observe_interval(kind, record.obtained_at_ms, previous_obtained_ms);
+                        self.succeeded(kind, &record, previous_obtained_ms);
                         info!(
                             token = %crate::redact::fingerprint(&record.value),
                             expires_in_s = issued.expires_in_s,
@@ -381,18 +388,8 @@ impl PlatformLeader {
                             record,
                             previous_obtained_ms,
                         }) => {
-                            self.count(kind, "success");
-                            self.observe_interval(
-                                kind,
-                                record.obtained_at_ms,
-                                previous_obtained_ms,
-                            );
-                            let meta = crate::store::PreAuthMeta {
-                                obtained_at_ms: record.obtained_at_ms,
-                                expires_at_ms: record.expires_at_ms,
-                                epoch: record.epoch,
-                                holder: record.holder.clone(),
-                            };
+                            self.succeeded(kind, &record, previous_obtained_ms);
+                            let meta = PreAuthMeta::from(&record);
                             ready += 1;
                             earliest = Some(
                                 earliest

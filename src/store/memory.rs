@@ -56,6 +56,21 @@ impl State {
         discarded
     }
 
+    /// Records a successful credential write in the history and says so.
+    fn written(
+        &mut self,
+        platform: &str,
+        kind: CredentialKind,
+        record: CredentialRecord,
+        previous_obtained_ms: Option<UnixMillis>,
+    ) -> WriteOutcome {
+        self.record_history(history_event(platform, kind, &record, previous_obtained_ms));
+        WriteOutcome::Written {
+            record,
+            previous_obtained_ms,
+        }
+    }
+
     fn record_history(&mut self, event: HistoryEvent) {
         self.history.push_back(event);
         while self.history.len() > HISTORY_LEN {
@@ -95,6 +110,18 @@ impl MemoryStore {
     fn notify(&self, notice: Notice) {
         // No subscriber is fine: notices are hints, the timers are the fallback.
         let _ = self.notices.send(notice);
+    }
+
+    fn notify_written(
+        &self,
+        outcome: WriteOutcome,
+        platform: &str,
+        kind: CredentialKind,
+    ) -> WriteOutcome {
+        if matches!(outcome, WriteOutcome::Written { .. }) {
+            self.notify(Notice::Credential(platform.to_owned(), kind));
+        }
+        outcome
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State, UnixMillis) -> T) -> T {
@@ -377,24 +404,14 @@ impl Store for MemoryStore {
             };
             let previous_obtained_ms = s.tokens.get(platform).map(|t| t.obtained_at_ms);
             s.tokens.insert(platform.to_owned(), record.clone());
-            s.record_history(history_event(
+            s.written(
                 platform,
                 CredentialKind::ComponentAccessToken,
-                &record,
-                previous_obtained_ms,
-            ));
-            WriteOutcome::Written {
                 record,
                 previous_obtained_ms,
-            }
+            )
         });
-        if matches!(outcome, WriteOutcome::Written { .. }) {
-            self.notify(Notice::Credential(
-                platform.to_owned(),
-                CredentialKind::ComponentAccessToken,
-            ));
-        }
-        Ok(outcome)
+        Ok(self.notify_written(outcome, platform, CredentialKind::ComponentAccessToken))
     }
 
     async fn push_pre_auth(
@@ -421,33 +438,16 @@ impl Store for MemoryStore {
                 .entry(platform.to_owned())
                 .or_default()
                 .push_back((code.to_owned(), record.expires_at_ms));
-            s.pre_auth_meta.insert(
-                platform.to_owned(),
-                PreAuthMeta {
-                    obtained_at_ms: record.obtained_at_ms,
-                    expires_at_ms: record.expires_at_ms,
-                    epoch: lease.epoch,
-                    holder: lease.holder.clone(),
-                },
-            );
-            s.record_history(history_event(
+            s.pre_auth_meta
+                .insert(platform.to_owned(), PreAuthMeta::from(&record));
+            s.written(
                 platform,
                 CredentialKind::PreAuthCode,
-                &record,
-                previous_obtained_ms,
-            ));
-            WriteOutcome::Written {
                 record,
                 previous_obtained_ms,
-            }
+            )
         });
-        if matches!(outcome, WriteOutcome::Written { .. }) {
-            self.notify(Notice::Credential(
-                platform.to_owned(),
-                CredentialKind::PreAuthCode,
-            ));
-        }
-        Ok(outcome)
+        Ok(self.notify_written(outcome, platform, CredentialKind::PreAuthCode))
     }
 
     async fn reseed_ticket(

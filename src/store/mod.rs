@@ -122,6 +122,17 @@ pub struct PreAuthMeta {
     pub holder: String,
 }
 
+impl From<&CredentialRecord> for PreAuthMeta {
+    fn from(r: &CredentialRecord) -> Self {
+        Self {
+            obtained_at_ms: r.obtained_at_ms,
+            expires_at_ms: r.expires_at_ms,
+            epoch: r.epoch,
+            holder: r.holder.clone(),
+        }
+    }
+}
+
 /// The pre-auth pool of a platform as the leader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PoolState {
