@@ -66,11 +66,7 @@ fn secs(ms: UnixMillis) -> i64 {
 fn credential(r: &CredentialRecord, now_ms: UnixMillis) -> CredentialReport {
     CredentialReport {
         fingerprint: Some(fingerprint(&r.value)),
-        obtained_at: secs(r.obtained_at_ms),
-        expires_at: secs(r.expires_at_ms),
-        expires_in: secs(r.expires_at_ms - now_ms).max(0),
-        epoch: r.epoch,
-        holder: r.holder.clone(),
+        ..meta(&PreAuthMeta::from(r), now_ms)
     }
 }
 

@@ -238,11 +238,17 @@ async fn paused_redis_makes_the_leader_self_fence_in_time() {
     tokio::time::sleep(TTL).await;
     server.resume();
     let next = await_leader(&mut replicas, TTL * 3).await;
-    assert!(term(&replicas[next]).epoch > old.epoch, "a new term after the pause");
+    assert!(
+        term(&replicas[next]).epoch > old.epoch,
+        "a new term after the pause"
+    );
     // The self-fenced term's write is refused by the store too.
     let now = h.store.now_ms().await.unwrap();
     assert_eq!(
-        h.store.write_token(&old, "wxp", now, "late", 7200).await.unwrap(),
+        h.store
+            .write_token(&old, "wxp", now, "late", 7200)
+            .await
+            .unwrap(),
         WriteOutcome::Fenced
     );
     for r in &replicas {
