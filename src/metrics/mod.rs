@@ -6,6 +6,8 @@
 //! [`Metrics::init_series`] creates every labelled series at 0 on start, so rates and alerts
 //! work from the first scrape.
 
+pub mod process;
+
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -219,10 +221,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        #[cfg(target_os = "linux")]
-        reg(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
+        reg(Box::<process::ProcessCollector>::default());
 
         Self {
             registry,
