@@ -2,6 +2,7 @@
 
 mod acl;
 mod app;
+mod chaos;
 mod cli;
 mod lease;
 mod refresh;

@@ -1,6 +1,7 @@
 //! Shared test helpers: real Redis servers, stores, and (later) spawned apps.
 
 pub mod app;
+pub mod processes;
 pub mod redis_server;
 
 use std::sync::Arc;
