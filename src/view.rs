@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::clock::{UnixMillis, WallClock};
 use crate::metrics::Metrics;
@@ -95,10 +95,37 @@ impl CredentialView {
         Ok(())
     }
 
-    /// Reloads one platform from the store.
+    /// Reloads one platform from the store, and writes back what the store lost (a Redis
+    /// restarted empty) while this copy still holds it.
     pub async fn reload(&self, platform: &str) -> StoreResult<()> {
-        let token = self.store.get_token(platform).await?;
-        let ticket = self.store.get_ticket(platform).await?;
+        let mut token = self.store.get_token(platform).await?;
+        let mut ticket = self.store.get_ticket(platform).await?;
+        let known = self.get(platform).unwrap_or_default();
+        if ticket.is_none() {
+            if let Some(t) = known.ticket {
+                if self.store.restore_ticket(platform, &t).await? {
+                    info!(
+                        platform,
+                        "store had lost the ticket; written back from memory"
+                    );
+                }
+                ticket = Some(t);
+            }
+        }
+        if token.is_none() {
+            if let Some(t) = known
+                .token
+                .filter(|t| t.expires_at_ms > self.store_now_ms())
+            {
+                if self.store.restore_token(platform, &t).await? {
+                    info!(
+                        platform,
+                        "store had lost the token; written back from memory"
+                    );
+                }
+                token = Some(t);
+            }
+        }
         let pre_auth = self.store.get_pre_auth_meta(platform).await?;
         let known = self.get(platform).and_then(|v| v.pre_auth);
         let margin = crate::refresh::schedule::pre_auth_margin(

@@ -515,6 +515,9 @@ impl Store for DownStore {
     async fn pre_auth_ready(&self, _: &str, _: i64) -> StoreResult<PoolState> {
         down()
     }
+    async fn restore_token(&self, _: &str, _: &CredentialRecord) -> StoreResult<bool> {
+        down()
+    }
     async fn pop_pre_auth(&self, _: &str, _: i64) -> StoreResult<Option<PreAuthCode>> {
         down()
     }
@@ -562,7 +565,7 @@ impl Store for DownStore {
     ) -> StoreResult<WriteOutcome> {
         down()
     }
-    async fn reseed_ticket(&self, _: &LeaseId, _: &str, _: &TicketRecord) -> StoreResult<bool> {
+    async fn restore_ticket(&self, _: &str, _: &TicketRecord) -> StoreResult<bool> {
         down()
     }
     async fn start_push_due(&self, _: &LeaseId, _: &str, _: i64) -> StoreResult<bool> {

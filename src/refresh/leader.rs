@@ -75,11 +75,6 @@ impl PlatformLeader {
 
     pub(super) async fn run(mut self, mut events: broadcast::Receiver<HubEvent>) {
         let stop = self.term.token.clone();
-        // Lock-delay: a predecessor that did not release may still have a call in flight.
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(self.term.act_after) => {}
-        }
         loop {
             if !self.may_act() {
                 return;
@@ -182,12 +177,7 @@ impl PlatformLeader {
             Ok(None) => {
                 let remembered = self.d.view.get(&self.p.appid).and_then(|v| v.ticket);
                 if let Some(t) = &remembered {
-                    if let Ok(true) = self
-                        .d
-                        .store
-                        .reseed_ticket(&self.term.id, &self.p.appid, t)
-                        .await
-                    {
+                    if let Ok(true) = self.d.store.restore_ticket(&self.p.appid, t).await {
                         info!("store had lost the ticket; written back from memory");
                     }
                 }
@@ -208,6 +198,12 @@ impl PlatformLeader {
         }
         if self.waiting_for_ticket {
             return Ok(None);
+        }
+        // Lock-delay: a predecessor that did not release may still have a token call in
+        // flight. Pre-auth codes and push nudges supersede nothing, so only this step waits.
+        let now = Instant::now();
+        if now < self.term.act_after {
+            return Ok(Some(self.term.act_after - now));
         }
         let Ok(ticket) = self.ticket().await else {
             return Ok(Some(STORE_RETRY));

@@ -450,14 +450,26 @@ impl Store for MemoryStore {
         Ok(self.notify_written(outcome, platform, CredentialKind::PreAuthCode))
     }
 
-    async fn reseed_ticket(
-        &self,
-        lease: &LeaseId,
-        platform: &str,
-        ticket: &TicketRecord,
-    ) -> StoreResult<bool> {
-        let written = self.with(|s, now| {
-            if !s.holds(lease, now) || s.tickets.contains_key(platform) {
+    async fn restore_token(&self, platform: &str, token: &CredentialRecord) -> StoreResult<bool> {
+        let restored = self.with(|s, now| {
+            if s.tokens.contains_key(platform) || token.expires_at_ms <= now {
+                return false;
+            }
+            s.tokens.insert(platform.to_owned(), token.clone());
+            true
+        });
+        if restored {
+            self.notify(Notice::Credential(
+                platform.to_owned(),
+                CredentialKind::ComponentAccessToken,
+            ));
+        }
+        Ok(restored)
+    }
+
+    async fn restore_ticket(&self, platform: &str, ticket: &TicketRecord) -> StoreResult<bool> {
+        let written = self.with(|s, _| {
+            if s.tickets.contains_key(platform) {
                 return false;
             }
             s.tickets.insert(platform.to_owned(), ticket.clone());

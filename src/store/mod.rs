@@ -357,13 +357,12 @@ pub trait Store: Send + Sync + 'static {
         code: &str,
         expires_in_s: i64,
     ) -> StoreResult<WriteOutcome>;
-    /// Writes back a ticket the store lost (only if none is stored) while `lease` is held.
-    async fn reseed_ticket(
-        &self,
-        lease: &LeaseId,
-        platform: &str,
-        ticket: &TicketRecord,
-    ) -> StoreResult<bool>;
+    /// Writes back a token the store lost: only if none is stored and it has not expired.
+    /// Any replica may do this (it restores, it never replaces), so a store that comes back
+    /// empty is healed by whichever replica still holds the credential in memory.
+    async fn restore_token(&self, platform: &str, token: &CredentialRecord) -> StoreResult<bool>;
+    /// Writes back a ticket the store lost: only if none is stored (any replica, as above).
+    async fn restore_ticket(&self, platform: &str, ticket: &TicketRecord) -> StoreResult<bool>;
     /// Records a call to `api_start_push_ticket` if none happened in the last `min_gap_ms`.
     async fn start_push_due(
         &self,

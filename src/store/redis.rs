@@ -84,6 +84,9 @@ pub struct RedisStore {
     conn: OnceCell<ConnectionManager>,
     keys: Keys,
     op_timeout: Duration,
+    /// Redis `TIME` minus the local clock, from the last `now_ms` (None before the first).
+    offset_ms: std::sync::Mutex<Option<i64>>,
+    clock: crate::clock::WallClock,
 }
 
 impl RedisStore {
@@ -100,7 +103,22 @@ impl RedisStore {
             conn: OnceCell::new(),
             keys: Keys::new(key_prefix),
             op_timeout,
+            offset_ms: std::sync::Mutex::new(None),
+            clock: crate::clock::WallClock::system(),
         })
+    }
+
+    /// The Redis time after which a script sent now must refuse to act: half the timeout
+    /// from now, so a reply to a script that did act still arrives before the caller gives
+    /// up. `"0"` (no deadline) until the clock offset is known.
+    fn deadline(&self) -> String {
+        match *self.offset_ms.lock().expect("offset lock") {
+            Some(offset) => {
+                let half = self.op_timeout.as_millis() as i64 / 2;
+                (self.clock.now_ms() + offset + half).to_string()
+            }
+            None => "0".to_owned(),
+        }
     }
 
     pub fn keys(&self) -> &Keys {
@@ -165,7 +183,10 @@ impl RedisStore {
 }
 
 fn map_err(e: RedisError) -> StoreError {
-    if e.is_timeout() {
+    if e.code() == Some("WXKEEPER_LATE") {
+        // The script refused because the caller had already given up: a timeout.
+        StoreError::Timeout
+    } else if e.is_timeout() {
         StoreError::Timeout
     } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         StoreError::Unavailable(format!("{:?}", e.kind()).to_lowercase())
@@ -253,10 +274,14 @@ impl Store for RedisStore {
     }
 
     async fn now_ms(&self) -> StoreResult<UnixMillis> {
+        let before = self.clock.now_ms();
         let (secs, micros): (i64, i64) = self
             .call(|mut c| async move { ::redis::cmd("TIME").query_async(&mut c).await })
             .await?;
-        Ok(secs * 1000 + micros / 1000)
+        let redis_ms = secs * 1000 + micros / 1000;
+        let local = (before + self.clock.now_ms()) / 2;
+        *self.offset_ms.lock().expect("offset lock") = Some(redis_ms - local);
+        Ok(redis_ms)
     }
 
     async fn put_ticket(
@@ -275,6 +300,7 @@ impl Store for RedisStore {
                     create_time.to_string(),
                     self.keys.events(),
                     notice,
+                    self.deadline(),
                 ],
             ))
             .await?;
@@ -361,6 +387,7 @@ impl Store for RedisStore {
                     min_remaining_ms.to_string(),
                     self.keys.events(),
                     Notice::PreAuthTaken(platform.to_owned()).encode(),
+                    self.deadline(),
                 ],
             ))
             .await?;
@@ -592,18 +619,32 @@ impl Store for RedisStore {
         write_outcome(reply, lease, requested_at_ms, code)
     }
 
-    async fn reseed_ticket(
-        &self,
-        lease: &LeaseId,
-        platform: &str,
-        ticket: &TicketRecord,
-    ) -> StoreResult<bool> {
+    async fn restore_token(&self, platform: &str, token: &CredentialRecord) -> StoreResult<bool> {
         let n: i64 = self
             .run(invoke(
-                &scripts::RESEED_TICKET,
-                &[self.keys.lease(), self.keys.ticket(platform)],
+                &scripts::RESTORE_TOKEN,
+                &[self.keys.token(platform)],
                 &[
-                    lease.to_string(),
+                    token.value.clone(),
+                    token.obtained_at_ms.to_string(),
+                    token.expires_at_ms.to_string(),
+                    token.epoch.to_string(),
+                    token.holder.clone(),
+                    self.keys.events(),
+                    Notice::Credential(platform.to_owned(), CredentialKind::ComponentAccessToken)
+                        .encode(),
+                ],
+            ))
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn restore_ticket(&self, platform: &str, ticket: &TicketRecord) -> StoreResult<bool> {
+        let n: i64 = self
+            .run(invoke(
+                &scripts::RESTORE_TICKET,
+                &[self.keys.ticket(platform)],
+                &[
                     ticket.ticket.clone(),
                     ticket.create_time.to_string(),
                     ticket.received_at_ms.to_string(),

@@ -14,6 +14,14 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function s(n) return string.format('%d', n) end
+-- A caller that gives up waiting answers its client "unavailable"; a script that reaches a
+-- paused or overloaded Redis only after that must not act as if it had succeeded.
+local function check_deadline(deadline)
+  if deadline ~= '0' and now_ms() > tonumber(deadline) then
+    return redis.error_reply('WXKEEPER_LATE the caller has given up')
+  end
+  return nil
+end
 local function now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -24,10 +32,12 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}{body}"))
 }
 
-/// KEYS: ticket hash. ARGV: ticket, create_time, channel, notice.
+/// KEYS: ticket hash. ARGV: ticket, create_time, channel, notice, deadline_ms ('0' = none).
 pub static PUT_TICKET: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+local late = check_deadline(ARGV[5])
+if late then return late end
 local cur = redis.call('HGET', KEYS[1], 'ticket')
 local prev = false
 if cur then
@@ -199,11 +209,13 @@ return {1, s(exp), prev or ''}
     )
 });
 
-/// KEYS: pool list. ARGV: min_remaining_ms, channel, notice.
+/// KEYS: pool list. ARGV: min_remaining_ms, channel, notice, deadline_ms ('0' = none).
 /// Returns {code or '', expires_at_ms, discarded}.
 pub static POP_PRE_AUTH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+local late = check_deadline(ARGV[4])
+if late then return late end
 local now = now_ms()
 local discarded = 0
 while true do
@@ -265,16 +277,15 @@ return 1
     )
 });
 
-/// KEYS: lease, ticket hash. ARGV: holder:epoch, ticket, create_time, received_at_ms,
-/// previous ('' = none), channel, notice.
-pub static RESEED_TICKET: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: ticket hash. ARGV: ticket, create_time, received_at_ms, previous ('' = none),
+/// channel, notice.
+pub static RESTORE_TICKET: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[2], 'ticket', ARGV[2], 'create_time', ARGV[3], 'received_at_ms', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'previous', ARGV[5]) end
-redis.call('PUBLISH', ARGV[6], ARGV[7])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'ticket', ARGV[1], 'create_time', ARGV[2], 'received_at_ms', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'previous', ARGV[4]) end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 "#,
     )
@@ -289,6 +300,20 @@ local now = now_ms()
 local at = redis.call('GET', KEYS[2])
 if at and now - tonumber(at) < tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[2], s(now), 'PX', 86400000)
+return 1
+"#,
+    )
+});
+
+/// KEYS: token hash. ARGV: value, obtained_at_ms, expires_at_ms, epoch, holder, channel, notice.
+pub static RESTORE_TOKEN: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if tonumber(ARGV[3]) <= now_ms() then return 0 end
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'obtained_at_ms', ARGV[2], 'expires_at_ms', ARGV[3],
+  'epoch', ARGV[4], 'holder', ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 "#,
     )

@@ -280,3 +280,38 @@ async fn shutdown_turns_readyz_503_and_releases_the_lease() {
         "released, not left to expire"
     );
 }
+
+#[tokio::test]
+async fn a_push_refused_while_redis_is_paused_is_never_stored_later() {
+    let redis = RedisServer::start();
+    let app = app_on_redis(&redis).await;
+    let now = now_secs();
+    assert_eq!(
+        app.post_push(APPID, &ticket_push("ticket@@@kept", now))
+            .await
+            .0,
+        200
+    );
+    redis.pause();
+    let refused = app
+        .post_push(APPID, &ticket_push("ticket@@@refused", now + 1))
+        .await;
+    assert_eq!(refused.0, 503);
+    redis.resume();
+    // Commands on the connection run in order: once this answers, the refused push's script
+    // has run too, and found its deadline passed.
+    let mut answered = false;
+    for _ in 0..100 {
+        if app.store.now_ms().await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered);
+    assert_eq!(
+        stored_ticket(&app.store).await,
+        Some(("ticket@@@kept".into(), now)),
+        "a 503 answer stored nothing"
+    );
+}

@@ -375,23 +375,40 @@ async fn emptied_store_is_reseeded_from_memory(h: StoreHarness) {
         ClaimOutcome::NotDue { .. }
     ));
     assert_eq!(s.get_token(APP).await.unwrap(), Some(remembered.clone()));
-    // A ticket is re-seeded only where none is stored, and only by the leader.
+    // Any replica restores a ticket or token the store lost, never replacing one.
     let ticket = TicketRecord {
         ticket: "ticket@@@x".into(),
         create_time: 5,
         received_at_ms: 6,
-        previous: None,
+        previous: Some("ticket@@@w".into()),
+    };
+    assert!(s.restore_ticket(APP, &ticket).await.unwrap());
+    let newer = TicketRecord {
+        create_time: 7,
+        ..ticket.clone()
     };
     assert!(
-        !s.reseed_ticket(&a, APP, &ticket).await.unwrap(),
-        "not the leader"
-    );
-    assert!(s.reseed_ticket(&b, APP, &ticket).await.unwrap());
-    assert!(
-        !s.reseed_ticket(&b, APP, &ticket).await.unwrap(),
+        !s.restore_ticket(APP, &newer).await.unwrap(),
         "already present"
     );
     assert_eq!(s.get_ticket(APP).await.unwrap(), Some(ticket));
+    h.flush_all().await;
+    assert!(s.restore_token(APP, &remembered).await.unwrap());
+    assert!(
+        !s.restore_token(APP, &remembered).await.unwrap(),
+        "already present"
+    );
+    assert_eq!(s.get_token(APP).await.unwrap(), Some(remembered.clone()));
+    h.flush_all().await;
+    let expired = CredentialRecord {
+        expires_at_ms: 1,
+        ..remembered
+    };
+    assert!(
+        !s.restore_token(APP, &expired).await.unwrap(),
+        "never an expired token"
+    );
+    assert_eq!(s.get_token(APP).await.unwrap(), None);
 }
 
 async fn pre_auth_codes_go_to_exactly_one_taker(h: StoreHarness) {
