@@ -13,6 +13,11 @@ use tracing::{debug, warn};
 
 use crate::store::{Notice, SharedStore};
 
+/// Resubscribe quickly: the reload that follows is what re-seeds a Redis that restarted
+/// empty, and it must happen well inside a new leader's lock-delay (one lease TTL).
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
     Notice(Notice),
@@ -34,7 +39,7 @@ impl NoticeHub {
         let (tx, _) = broadcast::channel(1024);
         let hub = Self { tx: tx.clone() };
         let task = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = RETRY_FIRST;
             loop {
                 let stream = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -42,7 +47,7 @@ impl NoticeHub {
                 };
                 match stream {
                     Ok(mut stream) => {
-                        backoff = Duration::from_millis(100);
+                        backoff = RETRY_FIRST;
                         let _ = tx.send(HubEvent::Resubscribed);
                         debug!("subscribed to store notices");
                         loop {
@@ -62,7 +67,7 @@ impl NoticeHub {
                             _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(backoff) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        backoff = (backoff * 2).min(RETRY_MAX);
                     }
                 }
             }

@@ -30,6 +30,9 @@ pub struct PlatformView {
     pub pre_auth_ready: u32,
 }
 
+const RELOAD_RETRY_FIRST: Duration = Duration::from_millis(50);
+const RELOAD_RETRY_MAX: Duration = Duration::from_secs(2);
+
 pub struct CredentialView {
     platforms: Vec<String>,
     inner: RwLock<HashMap<String, PlatformView>>,
@@ -254,10 +257,18 @@ impl CredentialView {
         tokio::spawn(async move {
             let mut poll = tokio::time::interval(poll_every);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A failed reload is retried soon, not at the next poll: right after Redis comes
+            // back (empty, perhaps) the first calls can fail while connections are re-made,
+            // and this reload is what writes the lost credentials back.
+            let mut retry: Option<(tokio::time::Instant, Duration)> = None;
             loop {
+                let retry_at = retry.map(|(at, _)| at);
                 let result = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = poll.tick() => self.reload_all().await,
+                    _ = async { tokio::time::sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() => {
+                        self.reload_all().await
+                    }
                     ev = events.recv() => match ev {
                         Ok(HubEvent::Notice(Notice::Credential(p, _) | Notice::Ticket(p) | Notice::Invalidated(p))) => {
                             if self.platforms.contains(&p) { self.reload(&p).await } else { Ok(()) }
@@ -267,9 +278,15 @@ impl CredentialView {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                 };
-                if let Err(e) = result {
-                    debug!(error = %e, "credential view reload failed; serving the copy");
-                }
+                retry = match result {
+                    Ok(()) => None,
+                    Err(e) => {
+                        debug!(error = %e, "credential view reload failed; serving the copy");
+                        let delay = retry
+                            .map_or(RELOAD_RETRY_FIRST, |(_, d)| (d * 2).min(RELOAD_RETRY_MAX));
+                        Some((tokio::time::Instant::now() + delay, delay))
+                    }
+                };
             }
         })
     }

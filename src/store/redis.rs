@@ -15,7 +15,6 @@ use ::redis::{AsyncCommands, FromRedisValue, RedisError, Script, ScriptInvocatio
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use tokio::sync::OnceCell;
 
 use super::scripts;
 use super::*;
@@ -81,7 +80,9 @@ impl Keys {
 
 pub struct RedisStore {
     client: ::redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    /// The connection in use and its generation (see [`RedisStore::conn`]).
+    conn: tokio::sync::Mutex<Option<(u64, ConnectionManager)>>,
+    generation: std::sync::atomic::AtomicU64,
     keys: Keys,
     op_timeout: Duration,
     /// Redis `TIME` minus the local clock, from the last `now_ms` (None before the first).
@@ -100,7 +101,8 @@ impl RedisStore {
         })?;
         Ok(Self {
             client,
-            conn: OnceCell::new(),
+            conn: tokio::sync::Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
             keys: Keys::new(key_prefix),
             op_timeout,
             offset_ms: std::sync::Mutex::new(None),
@@ -125,20 +127,58 @@ impl RedisStore {
         &self.keys
     }
 
-    async fn conn(&self) -> StoreResult<ConnectionManager> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.op_timeout)
-            .set_response_timeout(self.op_timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(1000);
-        let init = self
-            .conn
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config));
-        match tokio::time::timeout(self.op_timeout, init).await {
-            Ok(Ok(c)) => Ok(c.clone()),
+    /// The current connection, or a new one. The manager's own reconnect backs off for
+    /// about a second after an outage (measured), far longer than a lease TTL allows, so a
+    /// manager whose call failed is replaced instead: the next call connects afresh.
+    async fn conn(&self) -> StoreResult<(u64, ConnectionManager)> {
+        let connect = async {
+            let mut slot = self.conn.lock().await;
+            if let Some((generation, c)) = slot.as_ref() {
+                return Ok((*generation, c.clone()));
+            }
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(self.op_timeout)
+                .set_response_timeout(self.op_timeout)
+                .set_number_of_retries(1);
+            let c = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+            let generation = self
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            *slot = Some((generation, c.clone()));
+            Ok((generation, c))
+        };
+        match tokio::time::timeout(self.op_timeout, connect).await {
+            Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(map_err(e)),
             Err(_) => Err(StoreError::Timeout),
         }
+    }
+
+    /// Forgets connection `generation` after it failed (unless it was already replaced).
+    async fn discard(&self, generation: u64) {
+        let mut slot = self.conn.lock().await;
+        if matches!(slot.as_ref(), Some((g, _)) if *g == generation) {
+            *slot = None;
+        }
+    }
+
+    /// Maps a call's result, discarding the connection when the failure may be the
+    /// connection's (an I/O error or no answer in time).
+    async fn settle<T>(
+        &self,
+        generation: u64,
+        result: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+    ) -> StoreResult<T> {
+        let outcome = match result {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => map_err(e),
+            Err(_) => StoreError::Timeout,
+        };
+        if matches!(outcome, StoreError::Timeout | StoreError::Unavailable(_)) {
+            self.discard(generation).await;
+        }
+        Err(outcome)
     }
 
     /// Runs one call under the store's deadline.
@@ -147,22 +187,16 @@ impl RedisStore {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let conn = self.conn().await?;
-        match tokio::time::timeout(self.op_timeout, f(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_err(e)),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        let (generation, conn) = self.conn().await?;
+        let result = tokio::time::timeout(self.op_timeout, f(conn)).await;
+        self.settle(generation, result).await
     }
 
     async fn run<T: FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> StoreResult<T> {
-        let conn = self.conn().await?;
-        let mut conn = conn;
-        match tokio::time::timeout(self.op_timeout, invocation.invoke_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_err(e)),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        let (generation, mut conn) = self.conn().await?;
+        let result =
+            tokio::time::timeout(self.op_timeout, invocation.invoke_async(&mut conn)).await;
+        self.settle(generation, result).await
     }
 
     /// Deletes every key under the prefix (tests and `demo` only).

@@ -195,12 +195,10 @@ async fn every_fault_keeps_credentials_valid_and_leadership_single() {
     report.assert_all();
 }
 
-/// Reproduces a known defect (see the chaos suite report): a replica that starts while Redis
-/// is empty can win the lease, has nothing in memory to write back, answers token reads 503
-/// and waits for the next push (ten minutes at WeChat), then refreshes a token that was still
-/// valid. Un-ignore once the service heals this case.
+/// Redis restarts empty and a follower restarts before anything is written back: the fresh
+/// replica may win the lease with nothing in memory, so the other replicas must restore the
+/// ticket and token within its lock-delay (it once answered 503 and refreshed early here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect: a replica started while Redis is empty can lead without the credentials"]
 async fn redis_restart_empty_then_replica_restart() {
     let report = run(Plan {
         name: "Redis restart empty, then a follower restarts".into(),
