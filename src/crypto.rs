@@ -74,16 +74,20 @@ impl AesKey {
 
 /// `msg_signature`: hex SHA-1 of the four strings sorted bytewise and concatenated.
 pub fn msg_signature(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> String {
+    hex::encode(signature_digest(token, timestamp, nonce, encrypt))
+}
+
+fn signature_digest(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> [u8; 20] {
     let mut parts = [token, timestamp, nonce, encrypt];
     parts.sort_unstable();
     let mut hasher = Sha1::new();
     for part in parts {
         hasher.update(part.as_bytes());
     }
-    hex::encode(hasher.finalize())
+    hasher.finalize().into()
 }
 
-/// Checks a `msg_signature` in constant time (case-insensitive hex, as SDKs emit either).
+/// Checks a `msg_signature` in constant time (hex in either case, as SDKs emit either).
 pub fn verify_msg_signature(
     token: &str,
     timestamp: &str,
@@ -91,9 +95,12 @@ pub fn verify_msg_signature(
     encrypt: &str,
     msg_signature_hex: &str,
 ) -> bool {
-    let expected = msg_signature(token, timestamp, nonce, encrypt);
-    let given = msg_signature_hex.to_ascii_lowercase();
-    expected.as_bytes().ct_eq(given.as_bytes()).into()
+    let mut given = [0u8; 20];
+    if hex::decode_to_slice(msg_signature_hex, &mut given).is_err() {
+        return false;
+    }
+    let expected = signature_digest(token, timestamp, nonce, encrypt);
+    expected.ct_eq(&given).into()
 }
 
 /// Decrypts an `Encrypt` field and checks that the trailing appid is `expected_appid`.
@@ -126,7 +133,10 @@ pub fn decrypt(
     if appid.ct_eq(expected_appid.as_bytes()).unwrap_u8() != 1 {
         return Err(CryptoError::AppIdMismatch);
     }
-    Ok(unpadded[HEADER_LEN..msg_end].to_vec())
+    // Reuse the buffer: keep the message, drop the header and the appid.
+    buf.truncate(msg_end);
+    buf.drain(..HEADER_LEN);
+    Ok(buf)
 }
 
 /// Encrypts `msg` for `appid` the way WeChat does; `random` is the 16-byte prefix.

@@ -4,6 +4,7 @@
 //! A DOCTYPE is refused outright and only XML's predefined entities are understood, so no
 //! entity expansion can happen. Field count and depth are bounded.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use quick_xml::events::Event;
@@ -26,12 +27,12 @@ pub enum XmlError {
     Invalid(&'static str),
 }
 
-/// The outer body of a push.
+/// The outer body of a push; `encrypt` borrows from the body when it can.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
+pub struct Envelope<'a> {
     /// Plain-text appid (not authenticated; the encrypted one is what counts).
     pub app_id: Option<String>,
-    pub encrypt: String,
+    pub encrypt: Cow<'a, str>,
 }
 
 /// The decrypted event.
@@ -40,22 +41,55 @@ pub struct InnerEvent {
     pub app_id: String,
     pub create_time: i64,
     pub info_type: String,
-    pub fields: BTreeMap<String, String>,
+    /// The other fields, in no particular order.
+    pub fields: Vec<(Cow<'static, str>, String)>,
 }
 
 impl InnerEvent {
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).map(String::as_str)
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
-/// The root element's direct children, by name (the first occurrence wins).
-pub fn flat_fields(body: &[u8]) -> Result<BTreeMap<String, String>, XmlError> {
+/// A field name: the ones the push path reads are static, so naming them costs nothing.
+type Name = Cow<'static, str>;
+
+fn name_of(raw: &str) -> Name {
+    const KNOWN: [&str; 6] = [
+        "AppId",
+        "Encrypt",
+        "CreateTime",
+        "InfoType",
+        "ComponentVerifyTicket",
+        "ToUserName",
+    ];
+    match KNOWN.iter().find(|k| **k == raw) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(raw.to_owned()),
+    }
+}
+
+/// The root element's direct children that `want` names, in document order (the first
+/// occurrence of a name wins). Values borrow from `body` where they can (a single CDATA or
+/// text without entities); values of other fields are never copied.
+fn scan<'a>(
+    body: &'a [u8],
+    want: impl Fn(&str) -> bool,
+) -> Result<Vec<(Name, Cow<'a, str>)>, XmlError> {
     let mut reader = Reader::from_reader(body);
-    let mut fields = BTreeMap::new();
+    let mut fields: Vec<(Name, Cow<'a, str>)> = Vec::with_capacity(4);
+    let mut seen = 0usize;
     let mut depth = 0usize;
-    let mut current: Option<(String, String)> = None;
+    // The field being read: its name and the value so far (None until a piece arrives).
+    let mut current: Option<(Name, Option<Cow<'a, str>>)> = None;
     let mut saw_root = false;
+    let append = |value: &mut Option<Cow<'a, str>>, piece: Cow<'a, str>| match value {
+        None => *value = Some(piece),
+        Some(v) => v.to_mut().push_str(&piece),
+    };
     loop {
         match reader.read_event().map_err(|_| XmlError::Malformed)? {
             Event::DocType(_) => return Err(XmlError::Doctype),
@@ -70,38 +104,63 @@ pub fn flat_fields(body: &[u8]) -> Result<BTreeMap<String, String>, XmlError> {
                     }
                     saw_root = true;
                 } else if depth == 2 {
-                    let name = std::str::from_utf8(e.name().as_ref())
-                        .map_err(|_| XmlError::Malformed)?
-                        .to_owned();
-                    current = Some((name, String::new()));
+                    seen += 1;
+                    if seen > MAX_FIELDS {
+                        return Err(XmlError::TooComplex);
+                    }
+                    let qname = e.name();
+                    let name =
+                        std::str::from_utf8(qname.as_ref()).map_err(|_| XmlError::Malformed)?;
+                    current = (want(name) && !fields.iter().any(|(n, _)| n == name))
+                        .then(|| (name_of(name), None));
                 }
             }
             // A second (empty) root element.
             Event::Empty(_) if depth == 0 => return Err(XmlError::Malformed),
             Event::Empty(e) if depth == 1 => {
+                seen += 1;
                 let qname = e.name();
                 let name = std::str::from_utf8(qname.as_ref()).map_err(|_| XmlError::Malformed)?;
-                fields.entry(name.to_owned()).or_insert_with(String::new);
+                if want(name) && !fields.iter().any(|(n, _)| n == name) {
+                    fields.push((name_of(name), Cow::Borrowed("")));
+                }
             }
             Event::Text(t) if depth == 2 => {
-                let text = t.unescape().map_err(|_| XmlError::Malformed)?;
                 if let Some((_, value)) = current.as_mut() {
-                    value.push_str(&text);
+                    let piece = match t.into_inner() {
+                        Cow::Borrowed(raw) if !raw.contains(&b'&') => Cow::Borrowed(
+                            std::str::from_utf8(raw).map_err(|_| XmlError::Malformed)?,
+                        ),
+                        raw => {
+                            let text =
+                                std::str::from_utf8(&raw).map_err(|_| XmlError::Malformed)?;
+                            Cow::Owned(
+                                quick_xml::escape::unescape(text)
+                                    .map_err(|_| XmlError::Malformed)?
+                                    .into_owned(),
+                            )
+                        }
+                    };
+                    append(value, piece);
                 }
             }
             Event::CData(c) if depth == 2 => {
-                let text = std::str::from_utf8(&c).map_err(|_| XmlError::Malformed)?;
                 if let Some((_, value)) = current.as_mut() {
-                    value.push_str(text);
+                    let piece = match c.into_inner() {
+                        Cow::Borrowed(raw) => Cow::Borrowed(
+                            std::str::from_utf8(raw).map_err(|_| XmlError::Malformed)?,
+                        ),
+                        Cow::Owned(raw) => {
+                            Cow::Owned(String::from_utf8(raw).map_err(|_| XmlError::Malformed)?)
+                        }
+                    };
+                    append(value, piece);
                 }
             }
             Event::End(_) => {
                 if depth == 2 {
                     if let Some((name, value)) = current.take() {
-                        fields.entry(name).or_insert(value);
-                        if fields.len() > MAX_FIELDS {
-                            return Err(XmlError::TooComplex);
-                        }
+                        fields.push((name, value.unwrap_or(Cow::Borrowed(""))));
                     }
                 }
                 depth = depth.checked_sub(1).ok_or(XmlError::Malformed)?;
@@ -116,26 +175,39 @@ pub fn flat_fields(body: &[u8]) -> Result<BTreeMap<String, String>, XmlError> {
     Ok(fields)
 }
 
-pub fn parse_envelope(body: &[u8]) -> Result<Envelope, XmlError> {
-    let mut fields = flat_fields(body)?;
-    let encrypt = fields
-        .remove("Encrypt")
+fn take<'a>(fields: &mut Vec<(Name, Cow<'a, str>)>, name: &str) -> Option<Cow<'a, str>> {
+    let i = fields.iter().position(|(n, _)| n == name)?;
+    Some(fields.swap_remove(i).1)
+}
+
+/// Every direct child of the root, by name (the first occurrence wins).
+pub fn flat_fields(body: &[u8]) -> Result<BTreeMap<String, String>, XmlError> {
+    Ok(scan(body, |_| true)?
+        .into_iter()
+        .map(|(n, v)| (n.into_owned(), v.into_owned()))
+        .collect())
+}
+
+pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, XmlError> {
+    let mut fields = scan(body, |n| n == "Encrypt" || n == "AppId")?;
+    let encrypt = take(&mut fields, "Encrypt")
         .filter(|e| !e.trim().is_empty())
         .ok_or(XmlError::Missing("Encrypt"))?;
     Ok(Envelope {
-        app_id: fields.remove("AppId"),
+        app_id: take(&mut fields, "AppId").map(Cow::into_owned),
         encrypt,
     })
 }
 
 pub fn parse_event(plain: &[u8]) -> Result<InnerEvent, XmlError> {
-    let mut fields = flat_fields(plain)?;
-    let app_id = fields.remove("AppId").ok_or(XmlError::Missing("AppId"))?;
-    let info_type = fields
-        .remove("InfoType")
-        .ok_or(XmlError::Missing("InfoType"))?;
-    let create_time = fields
-        .remove("CreateTime")
+    let mut fields = scan(plain, |_| true)?;
+    let app_id = take(&mut fields, "AppId")
+        .ok_or(XmlError::Missing("AppId"))?
+        .into_owned();
+    let info_type = take(&mut fields, "InfoType")
+        .ok_or(XmlError::Missing("InfoType"))?
+        .into_owned();
+    let create_time = take(&mut fields, "CreateTime")
         .ok_or(XmlError::Missing("CreateTime"))?
         .trim()
         .parse()
@@ -144,7 +216,10 @@ pub fn parse_event(plain: &[u8]) -> Result<InnerEvent, XmlError> {
         app_id,
         create_time,
         info_type,
-        fields,
+        fields: fields
+            .into_iter()
+            .map(|(n, v)| (n, v.into_owned()))
+            .collect(),
     })
 }
 
