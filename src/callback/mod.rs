@@ -208,7 +208,7 @@ async fn handle(
         ));
     }
 
-    match event.info_type.as_str() {
+    match event.info_type.as_ref() {
         "component_verify_ticket" => {
             let ticket = event
                 .field("ComponentVerifyTicket")

@@ -27,30 +27,30 @@ pub enum XmlError {
     Invalid(&'static str),
 }
 
-/// The outer body of a push; `encrypt` borrows from the body when it can.
+/// The outer body of a push. Values borrow from the body where they can.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope<'a> {
     /// Plain-text appid (not authenticated; the encrypted one is what counts).
-    pub app_id: Option<String>,
+    pub app_id: Option<Cow<'a, str>>,
     pub encrypt: Cow<'a, str>,
 }
 
-/// The decrypted event.
+/// The decrypted event. Values borrow from the plaintext where they can.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InnerEvent {
-    pub app_id: String,
+pub struct InnerEvent<'a> {
+    pub app_id: Cow<'a, str>,
     pub create_time: i64,
-    pub info_type: String,
+    pub info_type: Cow<'a, str>,
     /// The other fields, in no particular order.
-    pub fields: Vec<(Cow<'static, str>, String)>,
+    pub fields: Vec<(Cow<'static, str>, Cow<'a, str>)>,
 }
 
-impl InnerEvent {
+impl InnerEvent<'_> {
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -194,19 +194,15 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, XmlError> {
         .filter(|e| !e.trim().is_empty())
         .ok_or(XmlError::Missing("Encrypt"))?;
     Ok(Envelope {
-        app_id: take(&mut fields, "AppId").map(Cow::into_owned),
+        app_id: take(&mut fields, "AppId"),
         encrypt,
     })
 }
 
-pub fn parse_event(plain: &[u8]) -> Result<InnerEvent, XmlError> {
+pub fn parse_event(plain: &[u8]) -> Result<InnerEvent<'_>, XmlError> {
     let mut fields = scan(plain, |_| true)?;
-    let app_id = take(&mut fields, "AppId")
-        .ok_or(XmlError::Missing("AppId"))?
-        .into_owned();
-    let info_type = take(&mut fields, "InfoType")
-        .ok_or(XmlError::Missing("InfoType"))?
-        .into_owned();
+    let app_id = take(&mut fields, "AppId").ok_or(XmlError::Missing("AppId"))?;
+    let info_type = take(&mut fields, "InfoType").ok_or(XmlError::Missing("InfoType"))?;
     let create_time = take(&mut fields, "CreateTime")
         .ok_or(XmlError::Missing("CreateTime"))?
         .trim()
@@ -216,10 +212,7 @@ pub fn parse_event(plain: &[u8]) -> Result<InnerEvent, XmlError> {
         app_id,
         create_time,
         info_type,
-        fields: fields
-            .into_iter()
-            .map(|(n, v)| (n, v.into_owned()))
-            .collect(),
+        fields,
     })
 }
 
@@ -235,6 +228,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.app_id.as_deref(), Some("wx1"));
+        assert!(
+            matches!(e.encrypt, Cow::Borrowed(_)),
+            "no copy of the ciphertext"
+        );
         assert_eq!(e.encrypt, "abc+/=");
     }
 

@@ -203,11 +203,12 @@ async fn token_revoked_at_wechat_is_replaced_when_a_code_call_gets_40001() {
     assert!(!s.sim.sim.token_is_valid(&first));
 }
 
-#[tokio::test]
-async fn configuration_errors_are_not_hammered() {
+/// One replica against a WeChat that answers every call with `errcode`; returns once it has
+/// made `calls` token calls (bounded by `within`).
+async fn against_failing_wechat(errcode: i64, calls: u64, within: Duration) -> Setup {
     let opts = SimOptions {
         error_rate: 1.0,
-        error_code: 40125,
+        error_code: errcode,
         ..Sim::short()
     };
     let s = setup(1, opts, Duration::from_secs(900)).await;
@@ -215,11 +216,17 @@ async fn configuration_errors_are_not_hammered() {
     push(&s).await;
     let sim = s.sim.sim.clone();
     tokio::time::timeout(
-        Duration::from_secs(2),
-        sim.wait_until(|st| st.totals.calls.api_component_token >= 1),
+        within,
+        sim.wait_until(|st| st.totals.calls.api_component_token >= calls),
     )
     .await
-    .expect("a first token call");
+    .unwrap_or_else(|_| panic!("{calls} token calls within {within:?}"));
+    s
+}
+
+#[tokio::test]
+async fn configuration_errors_are_not_hammered() {
+    let s = against_failing_wechat(40125, 1, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         stats(&s.sim).totals.calls.api_component_token,
@@ -237,21 +244,7 @@ async fn configuration_errors_are_not_hammered() {
 
 #[tokio::test]
 async fn system_busy_is_retried_with_backoff() {
-    let opts = SimOptions {
-        error_rate: 1.0,
-        error_code: -1,
-        ..Sim::short()
-    };
-    let s = setup(1, opts, Duration::from_secs(900)).await;
-    until_acting_leader(&s.apps[0]).await;
-    push(&s).await;
-    let sim = s.sim.sim.clone();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        sim.wait_until(|st| st.totals.calls.api_component_token >= 3),
-    )
-    .await
-    .expect("retries of a busy system");
+    let s = against_failing_wechat(-1, 3, Duration::from_secs(5)).await;
     // Backoff 1 s, 2 s, 4 s (halved at most by jitter): three calls take at least 1.5 s.
     let n = stats(&s.sim).totals.calls.api_component_token;
     assert!(n <= 4, "{n} calls: not backing off");
