@@ -367,3 +367,69 @@ async fn reads_survive_a_stopped_redis_and_an_emptied_one_is_reseeded() {
     );
     assert_eq!(stats(&s.sim).totals.early_token_calls, 0);
 }
+
+#[tokio::test]
+async fn rolling_restart_hands_over_at_once_and_calls_wechat_for_nothing() {
+    let mut s = setup(3, Sim::short(), Duration::from_secs(900)).await;
+    push(&s).await;
+    let token = eventually(Duration::from_secs(4), "first token", || {
+        token_of(&s.apps[0])
+    })
+    .await;
+    let calls_before = stats(&s.sim).totals.calls.api_component_token;
+    for round in 0..3 {
+        // Stop the current leader gracefully (as SIGTERM does), start a replacement.
+        let leader = eventually(Duration::from_secs(3), "a leader", || async {
+            let lease = s.apps[0].store.read_lease().await.ok().flatten()?;
+            s.apps.iter().position(|a| a.holder == lease.id.holder)
+        })
+        .await;
+        let mut old = s.apps.remove(leader);
+        let old_epoch = s.apps[0]
+            .store
+            .read_lease()
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+            .epoch;
+        old.stop().await;
+        let stopped = Instant::now();
+        let next = eventually(
+            Duration::from_secs(1),
+            "handoff after a graceful stop",
+            || async {
+                let lease = s.apps[0].store.read_lease().await.ok().flatten()?;
+                (lease.id.epoch > old_epoch).then_some(lease)
+            },
+        )
+        .await;
+        let took = stopped.elapsed();
+        assert!(
+            s.apps.iter().any(|a| a.holder == next.id.holder),
+            "round {round}"
+        );
+        assert!(
+            took < Duration::from_millis(500),
+            "round {round}: handoff took {took:?}"
+        );
+        let mut c = config(&s.redis.url(), &s.sim.base);
+        c.pre_auth_margin = Duration::from_secs(2);
+        let fresh = TestApp::spawn(c, None).await;
+        fresh.wait_ready().await;
+        assert_eq!(
+            token_of(&fresh).await.as_deref(),
+            Some(token.as_str()),
+            "a new replica serves at once"
+        );
+        s.apps.push(fresh);
+    }
+    assert_eq!(
+        stats(&s.sim).totals.calls.api_component_token,
+        calls_before,
+        "a rolling restart causes no token call"
+    );
+    for app in &s.apps {
+        assert_eq!(token_of(app).await.as_deref(), Some(token.as_str()));
+    }
+}
