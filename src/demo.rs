@@ -436,23 +436,28 @@ impl Summary {
             }
         };
         format!(
-            "Summary after {:.0}s: {} pushes accepted; {} component_access_token refreshes and {} pre-auth codes fetched; {intervals}; \
-             {} leader changes; failovers after a crash: {} (lease TTL {}s); handoffs after a graceful stop: {}. \
-             WeChat saw {} token calls, {} overlapping and {} early, and {} calls with an invalid token.",
+            "Summary after {:.0}s: {}; {} and {} fetched; {intervals}; {} (the first election included); \
+             failovers after a crash: {} (lease TTL {}s); handoffs after a graceful stop: {}. \
+             WeChat saw {}, {} overlapping and {} early, and {} with an invalid token.",
             ran.as_secs_f64(),
-            self.pushes_accepted,
-            self.tokens,
-            self.codes,
-            self.leader_changes,
+            count(self.pushes_accepted.into(), "push accepted", "pushes accepted"),
+            count(self.tokens.into(), "component_access_token refresh", "component_access_token refreshes"),
+            count(self.codes.into(), "pre-auth code", "pre-auth codes"),
+            count(self.leader_changes.into(), "leader change", "leader changes"),
             fmt(true),
             LEASE_TTL.as_secs(),
             fmt(false),
-            sim.calls.api_component_token,
+            count(sim.calls.api_component_token, "token call", "token calls"),
             sim.overlapping_token_calls,
             sim.early_token_calls,
-            sim.invalid_token_calls,
+            count(sim.invalid_token_calls, "call", "calls"),
         )
     }
+}
+
+/// "1 thing", "2 things".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn free_local_addr() -> anyhow::Result<SocketAddr> {
