@@ -243,6 +243,16 @@ async fn serve(opts: SimOptions) -> Running {
 }
 
 impl Running {
+    /// A token issued over HTTP for `APP` with a pushed ticket.
+    async fn fresh_token(&self) -> String {
+        let ticket = ticket_for(&self.sim, APP);
+        self.post(TOKEN_PATH, token_body(APP, SECRET, &ticket))
+            .await["component_access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Value {
         let answer = self
             .http
@@ -322,11 +332,7 @@ async fn the_component_flow_over_http() {
 async fn wechat_errors_over_http() {
     let app = serve(SimOptions::default()).await;
     let ticket = ticket_for(&app.sim, APP);
-    let token = app.post(TOKEN_PATH, token_body(APP, SECRET, &ticket)).await
-        ["component_access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.fresh_token().await;
     let with_token = format!("{PREAUTH_PATH}?component_access_token={token}");
     let cases: Vec<(String, Vec<u8>, i64)> = vec![
         (
@@ -407,12 +413,7 @@ async fn stats_json_has_the_documented_shape() {
 #[tokio::test]
 async fn revoke_over_http() {
     let app = serve(SimOptions::default()).await;
-    let ticket = ticket_for(&app.sim, APP);
-    let token = app.post(TOKEN_PATH, token_body(APP, SECRET, &ticket)).await
-        ["component_access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.fresh_token().await;
     let post = |path: &str| app.http.post(format!("{}{path}", app.base)).send();
     assert_eq!(post("/sim/revoke").await.unwrap().status(), 400);
     assert_eq!(
