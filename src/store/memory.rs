@@ -112,6 +112,14 @@ impl MemoryStore {
         let _ = self.notices.send(notice);
     }
 
+    /// Announces `notice` if something happened; returns whether it did.
+    fn notify_if(&self, happened: bool, notice: Notice) -> bool {
+        if happened {
+            self.notify(notice);
+        }
+        happened
+    }
+
     fn notify_written(
         &self,
         outcome: WriteOutcome,
@@ -248,10 +256,7 @@ impl Store for MemoryStore {
             s.invalid.insert(platform.to_owned(), token.to_owned());
             true
         });
-        if marked {
-            self.notify(Notice::Invalidated(platform.to_owned()));
-        }
-        Ok(marked)
+        Ok(self.notify_if(marked, Notice::Invalidated(platform.to_owned())))
     }
 
     async fn acquire(&self, holder: &str, ttl_ms: u64) -> StoreResult<AcquireOutcome> {
@@ -303,10 +308,7 @@ impl Store for MemoryStore {
             s.released = Some(lease.clone());
             true
         });
-        if released {
-            self.notify(Notice::LeaseReleased);
-        }
-        Ok(released)
+        Ok(self.notify_if(released, Notice::LeaseReleased))
     }
 
     async fn read_lease(&self) -> StoreResult<Option<LeaseView>> {
@@ -458,13 +460,10 @@ impl Store for MemoryStore {
             s.tokens.insert(platform.to_owned(), token.clone());
             true
         });
-        if restored {
-            self.notify(Notice::Credential(
-                platform.to_owned(),
-                CredentialKind::ComponentAccessToken,
-            ));
-        }
-        Ok(restored)
+        Ok(self.notify_if(
+            restored,
+            Notice::Credential(platform.to_owned(), CredentialKind::ComponentAccessToken),
+        ))
     }
 
     async fn restore_ticket(&self, platform: &str, ticket: &TicketRecord) -> StoreResult<bool> {
@@ -475,10 +474,7 @@ impl Store for MemoryStore {
             s.tickets.insert(platform.to_owned(), ticket.clone());
             true
         });
-        if written {
-            self.notify(Notice::Ticket(platform.to_owned()));
-        }
-        Ok(written)
+        Ok(self.notify_if(written, Notice::Ticket(platform.to_owned())))
     }
 
     async fn start_push_due(
