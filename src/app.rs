@@ -42,7 +42,17 @@ pub struct AppOptions {
     pub view_poll: Duration,
     /// Timeout of each WeChat call.
     pub wechat_timeout: Duration,
+    /// How long a replica that finds no token in a shared store waits for one before it
+    /// reports ready (see [`RESTORE_WAIT`]).
+    pub restore_wait: Duration,
 }
+
+/// A Redis restarted empty loses the token while the running replicas still hold it; they
+/// write it back once their notice subscription is re-made (backoff ≤ 0.5 s) and a reload
+/// succeeds (retried at most every 2 s). A replica starting in that window would otherwise be
+/// ready with nothing to serve and answer 503 while a valid token exists, so it waits this
+/// long for one. A fresh deployment, with no token anywhere yet, is ready this much later.
+pub const RESTORE_WAIT: Duration = Duration::from_secs(3);
 
 impl Default for AppOptions {
     fn default() -> Self {
@@ -51,6 +61,7 @@ impl Default for AppOptions {
             store: None,
             view_poll: Duration::from_secs(30),
             wechat_timeout: Duration::from_secs(10),
+            restore_wait: RESTORE_WAIT,
         }
     }
 }
@@ -232,11 +243,19 @@ impl App {
         let ready_task = {
             let view = view.clone();
             let lifecycle = lifecycle.clone();
+            let restore_wait = if store.is_shared_between_processes() {
+                options.restore_wait
+            } else {
+                Duration::ZERO
+            };
             tokio::spawn(async move {
                 let mut backoff = Duration::from_millis(100);
                 loop {
                     match view.reload_all().await {
                         Ok(()) => {
+                            if !view.wait_for_tokens(restore_wait).await {
+                                info!("no token in the store yet; ready without one");
+                            }
                             lifecycle.set_ready();
                             info!("store contacted, credentials loaded: ready");
                             return;

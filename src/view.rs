@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -42,6 +42,8 @@ pub struct CredentialView {
     metrics: Arc<Metrics>,
     clock: WallClock,
     pre_auth_margin: Duration,
+    /// Bumped whenever a token enters the copy, for [`CredentialView::wait_for_tokens`].
+    token_changed: watch::Sender<()>,
 }
 
 impl CredentialView {
@@ -64,6 +66,7 @@ impl CredentialView {
             metrics,
             clock,
             pre_auth_margin,
+            token_changed: watch::Sender::new(()),
         }
     }
 
@@ -84,6 +87,21 @@ impl CredentialView {
     pub fn valid_token(&self, platform: &str) -> Option<CredentialRecord> {
         let now = self.store_now_ms();
         self.get(platform)?.token.filter(|t| t.expires_at_ms > now)
+    }
+
+    /// Waits until every platform holds an unexpired token, at most `within`; true if they all
+    /// do.
+    pub async fn wait_for_tokens(&self, within: Duration) -> bool {
+        let mut changes = self.token_changed.subscribe();
+        let all_valid = || self.platforms.iter().all(|p| self.valid_token(p).is_some());
+        let waited = tokio::time::timeout(within, async {
+            while !all_valid() {
+                // The sender lives in `self`, so this never fails while we wait.
+                let _ = changes.changed().await;
+            }
+        })
+        .await;
+        waited.is_ok()
     }
 
     /// Reloads every platform and re-estimates the clock offset.
@@ -178,6 +196,7 @@ impl CredentialView {
                         .set((t.obtained_at_ms - prev.obtained_at_ms) as f64 / 1000.0);
                 }
                 view.token = Some(t);
+                self.token_changed.send_replace(());
             }
         }
         if let Some(t) = ticket {

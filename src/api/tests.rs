@@ -497,6 +497,9 @@ impl Store for DownStore {
     fn kind(&self) -> &'static str {
         "down"
     }
+    fn is_shared_between_processes(&self) -> bool {
+        true
+    }
     async fn now_ms(&self) -> StoreResult<UnixMillis> {
         down()
     }

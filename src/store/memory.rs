@@ -145,6 +145,10 @@ impl Store for MemoryStore {
         "memory"
     }
 
+    fn is_shared_between_processes(&self) -> bool {
+        false
+    }
+
     async fn now_ms(&self) -> StoreResult<UnixMillis> {
         Ok(self.clock.now_ms())
     }

@@ -287,6 +287,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// A short name for logs and `/status` (`redis`, `memory`).
     fn kind(&self) -> &'static str;
+    /// Whether replicas in other processes share this store, so that one of them may write
+    /// back what the store lost (a Redis restarted empty).
+    fn is_shared_between_processes(&self) -> bool;
     /// The store's clock.
     async fn now_ms(&self) -> StoreResult<UnixMillis>;
 

@@ -307,6 +307,10 @@ impl Store for RedisStore {
         "redis"
     }
 
+    fn is_shared_between_processes(&self) -> bool {
+        true
+    }
+
     async fn now_ms(&self) -> StoreResult<UnixMillis> {
         let before = self.clock.now_ms();
         let (secs, micros): (i64, i64) = self

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
+use wxkeeper::app::AppOptions;
 use wxkeeper::sim::{SimOptions, SimStats};
 
 use crate::support::app::*;
@@ -366,6 +367,79 @@ async fn reads_survive_a_stopped_redis_and_an_emptied_one_is_reseeded() {
         "the restart caused no token call"
     );
     assert_eq!(stats(&s.sim).totals.early_token_calls, 0);
+}
+
+/// Redis lost everything and a replica starts before the running ones have written the token
+/// back: it must not be ready with nothing to serve while a valid token exists (the chaos
+/// suite once caught a 503 here).
+#[tokio::test]
+async fn a_replica_started_on_an_emptied_store_is_ready_only_with_the_token() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(Sim::short()).await;
+    let mut c = config(&redis.url(), &sim.base);
+    c.refresh_margin = Duration::from_secs(900);
+    // The running replica notices the loss at its next safety poll, one second at most.
+    let running = TestApp::spawn_with(
+        c.clone(),
+        AppOptions {
+            view_poll: Duration::from_secs(1),
+            ..TestApp::options(None)
+        },
+    )
+    .await;
+    running.wait_ready().await;
+    sim.sim
+        .set_push_targets(vec![format!("http://{}", running.http)]);
+    sim.sim.push_now(None).await.unwrap();
+    let token = eventually(Duration::from_secs(4), "first token", || token_of(&running)).await;
+
+    // FLUSHALL keeps the running replica's subscription, so nothing tells it at once.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let fresh = TestApp::spawn_with(
+        c,
+        AppOptions {
+            restore_wait: wxkeeper::app::RESTORE_WAIT,
+            ..TestApp::options(None)
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "fresh replica ready", || async {
+        fresh.ready().await.then_some(())
+    })
+    .await;
+    assert_eq!(
+        token_of(&fresh).await.as_deref(),
+        Some(token.as_str()),
+        "ready, so it serves the token the running replica wrote back"
+    );
+    assert_eq!(stats(&sim).totals.tokens_issued, 1, "no token call");
+}
+
+/// With no token anywhere (a fresh deployment), the wait is bounded: ready, answering 503.
+#[tokio::test]
+async fn a_fresh_deployment_is_ready_without_a_token() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(Sim::short()).await;
+    let app = TestApp::spawn_with(
+        config(&redis.url(), &sim.base),
+        AppOptions {
+            restore_wait: wxkeeper::app::RESTORE_WAIT,
+            ..TestApp::options(None)
+        },
+    )
+    .await;
+    eventually(
+        wxkeeper::app::RESTORE_WAIT + Duration::from_secs(3),
+        "ready without a token",
+        || async { app.ready().await.then_some(()) },
+    )
+    .await;
+    assert_eq!(app.get_token().await.status(), 503);
 }
 
 #[tokio::test]

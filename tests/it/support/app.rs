@@ -98,12 +98,22 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// The app with test options: most tests start on an empty store, where waiting for
+    /// another replica to write a token back would only slow them (that wait has its own test).
     pub async fn spawn(config: Config, store: Option<SharedStore>) -> Self {
-        let options = AppOptions {
+        Self::spawn_with(config, Self::options(store)).await
+    }
+
+    pub fn options(store: Option<SharedStore>) -> AppOptions {
+        AppOptions {
             store,
             wechat_timeout: Duration::from_secs(2),
+            restore_wait: Duration::ZERO,
             ..AppOptions::default()
-        };
+        }
+    }
+
+    pub async fn spawn_with(config: Config, options: AppOptions) -> Self {
         let app = App::build(config, options).await.expect("app builds");
         let (http, admin, store) = (app.http_addr(), app.admin_addr(), app.store());
         let holder = app.holder().to_owned();
