@@ -571,7 +571,7 @@ impl Store for DownStore {
     async fn restore_ticket(&self, _: &str, _: &TicketRecord) -> StoreResult<bool> {
         down()
     }
-    async fn start_push_due(&self, _: &LeaseId, _: &str, _: i64) -> StoreResult<bool> {
+    async fn start_push_due(&self, _: &LeaseId, _: &str, _: i64) -> StoreResult<StartPush> {
         down()
     }
     async fn history(&self, _: usize) -> StoreResult<Vec<HistoryEvent>> {

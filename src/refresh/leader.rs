@@ -16,7 +16,8 @@ use crate::config::PlatformConfig;
 use crate::lease::{Leadership, Term};
 use crate::notices::HubEvent;
 use crate::store::{
-    ClaimOutcome, CredentialKind, CredentialRecord, Notice, PreAuthMeta, TicketRecord, WriteOutcome,
+    ClaimOutcome, CredentialKind, CredentialRecord, Notice, PreAuthMeta, StartPush, TicketRecord,
+    WriteOutcome,
 };
 
 /// Why a step stopped the platform's leader.
@@ -468,7 +469,7 @@ impl PlatformLeader {
             )
             .await
         {
-            Ok(true) => {
+            Ok(StartPush::Recorded) => {
                 if !self.may_act() {
                     return Err(Stop);
                 }
@@ -490,7 +491,10 @@ impl PlatformLeader {
                     .inc();
                 Ok(Some(START_PUSH_GAP))
             }
-            Ok(false) => Ok(Some(START_PUSH_GAP)),
+            // Woken early (by a refill, say): come back when the next ask is allowed, not a
+            // whole gap from now, so asks stay 10 minutes apart.
+            Ok(StartPush::WaitMs(ms)) => Ok(Some(Duration::from_millis(ms.max(1) as u64))),
+            Ok(StartPush::NotLeader) => Ok(Some(START_PUSH_GAP)),
             Err(_) => Ok(Some(STORE_RETRY)),
         }
     }

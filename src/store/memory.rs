@@ -486,19 +486,18 @@ impl Store for MemoryStore {
         lease: &LeaseId,
         platform: &str,
         min_gap_ms: i64,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<StartPush> {
         Ok(self.with(|s, now| {
             if !s.holds(lease, now) {
-                return false;
+                return StartPush::NotLeader;
             }
-            if s.start_push_at
-                .get(platform)
-                .is_some_and(|at| now - at < min_gap_ms)
-            {
-                return false;
+            if let Some(at) = s.start_push_at.get(platform) {
+                if now - at < min_gap_ms {
+                    return StartPush::WaitMs(at + min_gap_ms - now);
+                }
             }
             s.start_push_at.insert(platform.to_owned(), now);
-            true
+            StartPush::Recorded
         }))
     }
 

@@ -141,6 +141,17 @@ pub struct PoolState {
     pub earliest_expiry_ms: Option<UnixMillis>,
 }
 
+/// Whether the leader may ask WeChat to resume ticket pushes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPush {
+    /// Recorded: call `api_start_push_ticket` now.
+    Recorded,
+    /// The last ask was too recent; the next one is allowed this many milliseconds from now.
+    WaitMs(i64),
+    /// The lease does not name the caller.
+    NotLeader,
+}
+
 /// A pre-auth code taken out of the pool; nobody else can ever get it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PreAuthCode {
@@ -372,7 +383,7 @@ pub trait Store: Send + Sync + 'static {
         lease: &LeaseId,
         platform: &str,
         min_gap_ms: i64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<StartPush>;
 
     // --- history and notices ---
     async fn history(&self, limit: usize) -> StoreResult<Vec<HistoryEvent>>;

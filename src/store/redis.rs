@@ -700,7 +700,7 @@ impl Store for RedisStore {
         lease: &LeaseId,
         platform: &str,
         min_gap_ms: i64,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<StartPush> {
         let n: i64 = self
             .run(invoke(
                 &scripts::START_PUSH_DUE,
@@ -708,7 +708,11 @@ impl Store for RedisStore {
                 &[lease.to_string(), min_gap_ms.to_string()],
             ))
             .await?;
-        Ok(n == 1)
+        Ok(match n {
+            0 => StartPush::Recorded,
+            n if n > 0 => StartPush::WaitMs(n),
+            _ => StartPush::NotLeader,
+        })
     }
 
     async fn history(&self, limit: usize) -> StoreResult<Vec<HistoryEvent>> {

@@ -292,15 +292,16 @@ return 1
 });
 
 /// KEYS: lease, last start-push time. ARGV: holder:epoch, min_gap_ms.
+/// Returns 0 (recorded: ask now), ms until the next ask is allowed, or -1 (not the leader).
 pub static START_PUSH_DUE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local now = now_ms()
 local at = redis.call('GET', KEYS[2])
-if at and now - tonumber(at) < tonumber(ARGV[2]) then return 0 end
+if at and now - tonumber(at) < tonumber(ARGV[2]) then return tonumber(at) + tonumber(ARGV[2]) - now end
 redis.call('SET', KEYS[2], s(now), 'PX', 86400000)
-return 1
+return 0
 "#,
     )
 });

@@ -512,20 +512,25 @@ async fn notices_reach_subscribers(h: StoreHarness) {
 
 async fn start_push_is_rate_limited(h: StoreHarness) {
     let a = leader(&h, "a").await;
-    assert!(h.store.start_push_due(&a, APP, 600_000).await.unwrap());
-    assert!(!h.store.start_push_due(&a, APP, 600_000).await.unwrap());
-    assert!(h
-        .store
-        .start_push_due(&a, "wxother", 600_000)
-        .await
-        .unwrap());
+    let due = |platform: &'static str, lease: LeaseId, gap: i64| {
+        let store = h.store.clone();
+        async move { store.start_push_due(&lease, platform, gap).await.unwrap() }
+    };
+    assert_eq!(due(APP, a.clone(), 600_000).await, StartPush::Recorded);
+    match due(APP, a.clone(), 600_000).await {
+        StartPush::WaitMs(ms) => assert!(
+            (1..=600_000).contains(&ms) && ms > 590_000,
+            "the next ask is allowed a whole gap after the last, not {ms} ms from now"
+        ),
+        other => panic!("a second ask within the gap: {other:?}"),
+    }
+    assert_eq!(
+        due("wxother", a.clone(), 600_000).await,
+        StartPush::Recorded
+    );
     let stranger = LeaseId {
         holder: "z".into(),
         epoch: 1,
     };
-    assert!(!h
-        .store
-        .start_push_due(&stranger, "wxthird", 0)
-        .await
-        .unwrap());
+    assert_eq!(due("wxthird", stranger, 0).await, StartPush::NotLeader);
 }
