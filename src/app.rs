@@ -42,6 +42,9 @@ pub struct AppOptions {
     pub view_poll: Duration,
     /// Timeout of each WeChat call.
     pub wechat_timeout: Duration,
+    /// Answer WeChat calls with this router in-process instead of calling
+    /// `config.wechat_api_base` over HTTP (tests on tokio's paused clock).
+    pub wechat_router: Option<axum::Router>,
     /// How long a replica that finds no token in a shared store waits for one before it
     /// reports ready (see [`RESTORE_WAIT`]).
     pub restore_wait: Duration,
@@ -61,6 +64,7 @@ impl Default for AppOptions {
             store: None,
             view_poll: Duration::from_secs(30),
             wechat_timeout: Duration::from_secs(10),
+            wechat_router: None,
             restore_wait: RESTORE_WAIT,
         }
     }
@@ -172,11 +176,16 @@ impl App {
                 platforms: config.platforms.clone(),
                 store: store.clone(),
                 view: view.clone(),
-                client: WeChatClient::new(
-                    config.wechat_api_base.clone(),
-                    options.wechat_timeout,
-                    metrics.clone(),
-                ),
+                client: match options.wechat_router.clone() {
+                    Some(router) => {
+                        WeChatClient::in_process(router, options.wechat_timeout, metrics.clone())
+                    }
+                    None => WeChatClient::new(
+                        config.wechat_api_base.clone(),
+                        options.wechat_timeout,
+                        metrics.clone(),
+                    ),
+                },
                 metrics: metrics.clone(),
                 refresh_margin: config.refresh_margin,
                 pre_auth_margin: config.pre_auth_margin,

@@ -3,6 +3,10 @@
 //!
 //! Tokens travel in query strings, so no error built here ever contains a URL
 //! (`reqwest::Error::without_url`), and nothing logs a credential.
+//!
+//! Requests go over HTTP, or in-process into a router that speaks WeChat's wire format (the
+//! simulator's): the same URL, query and JSON either way, but no socket, so tests can run a
+//! simulated day on tokio's paused clock, which jumps ahead whenever a task waits on a socket.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,10 +93,20 @@ struct Reply {
 
 #[derive(Clone)]
 pub struct WeChatClient {
-    http: reqwest::Client,
+    transport: Transport,
     base: url::Url,
+    timeout: Duration,
     metrics: Arc<Metrics>,
 }
+
+#[derive(Clone)]
+enum Transport {
+    Http(reqwest::Client),
+    InProcess(axum::Router),
+}
+
+/// Largest reply read from an in-process router (WeChat's replies are a few hundred bytes).
+const IN_PROCESS_REPLY_LIMIT: usize = 64 * 1024;
 
 impl WeChatClient {
     pub fn new(base: url::Url, timeout: Duration, metrics: Arc<Metrics>) -> Self {
@@ -104,8 +118,19 @@ impl WeChatClient {
             .build()
             .expect("TLS backend available");
         Self {
-            http,
+            transport: Transport::Http(http),
             base,
+            timeout,
+            metrics,
+        }
+    }
+
+    /// A client whose requests are answered by `router` in this process, never over a socket.
+    pub fn in_process(router: axum::Router, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        Self {
+            transport: Transport::InProcess(router),
+            base: url::Url::parse("http://wechat.in-process/").expect("a valid URL"),
+            timeout,
             metrics,
         }
     }
@@ -183,21 +208,14 @@ impl WeChatClient {
     }
 
     async fn send(&self, url: url::Url, body: serde_json::Value) -> Result<Reply, WeChatError> {
-        let transport = |e: reqwest::Error| WeChatError::Transport(e.without_url().to_string());
-        let response = self
-            .http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport)?;
-        if !response.status().is_success() {
-            return Err(WeChatError::Transport(format!(
-                "HTTP {}",
-                response.status().as_u16()
-            )));
-        }
-        let reply: Reply = response.json().await.map_err(transport)?;
+        let reply = match &self.transport {
+            Transport::Http(http) => send_http(http, url, body).await?,
+            Transport::InProcess(router) => {
+                tokio::time::timeout(self.timeout, send_in_process(router, url, body))
+                    .await
+                    .map_err(|_| WeChatError::Transport("timed out".into()))??
+            }
+        };
         if reply.errcode != 0 {
             return Err(WeChatError::Api {
                 errcode: reply.errcode,
@@ -205,6 +223,52 @@ impl WeChatClient {
         }
         Ok(reply)
     }
+}
+
+async fn send_http(
+    http: &reqwest::Client,
+    url: url::Url,
+    body: serde_json::Value,
+) -> Result<Reply, WeChatError> {
+    let transport = |e: reqwest::Error| WeChatError::Transport(e.without_url().to_string());
+    let response = http.post(url).json(&body).send().await.map_err(transport)?;
+    if !response.status().is_success() {
+        return Err(http_status(response.status()));
+    }
+    response.json().await.map_err(transport)
+}
+
+async fn send_in_process(
+    router: &axum::Router,
+    url: url::Url,
+    body: serde_json::Value,
+) -> Result<Reply, WeChatError> {
+    use tower::ServiceExt;
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let request = axum::http::Request::post(path_and_query)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .map_err(|e| WeChatError::Transport(format!("request not built: {e}")))?;
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| WeChatError::Transport(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(http_status(response.status()));
+    }
+    let bytes = axum::body::to_bytes(response.into_body(), IN_PROCESS_REPLY_LIMIT)
+        .await
+        .map_err(|e| WeChatError::Transport(format!("reply not read: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| WeChatError::Transport(format!("reply not JSON: {e}")))
+}
+
+fn http_status(status: reqwest::StatusCode) -> WeChatError {
+    WeChatError::Transport(format!("HTTP {}", status.as_u16()))
 }
 
 fn issued(value: Option<String>, expires_in: Option<i64>) -> Result<Issued, WeChatError> {

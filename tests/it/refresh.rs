@@ -507,3 +507,104 @@ async fn rolling_restart_hands_over_at_once_and_calls_wechat_for_nothing() {
         assert_eq!(token_of(app).await.as_deref(), Some(token.as_str()));
     }
 }
+
+/// WeChat's real lifetimes (token 7200 s, pre-auth code 600 s) and the default margins
+/// (15 min, 2 min) over one simulated day on tokio's paused clock: the embedded store, and the
+/// simulator answering in-process (the same wire format, no socket for the clock to jump over).
+#[tokio::test]
+async fn schedule_is_honoured_over_a_simulated_day_on_paused_time() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let sim = Sim::start(SimOptions {
+        // The one ticket pushed before the clock is paused must last the day: pushes travel
+        // over a socket, so none is delivered on the paused clock.
+        ticket_ttl: Duration::from_secs(48 * 3600),
+        ..SimOptions::default()
+    })
+    .await;
+    let token_ttl = SimOptions::default().token_ttl;
+    let code_ttl = SimOptions::default().preauth_ttl;
+    let mut c = config("memory://", &sim.base);
+    c.lease_ttl = Duration::from_secs(10);
+    let (margin, code_margin, pool) = (c.refresh_margin, c.pre_auth_margin, c.pre_auth_pool);
+    let app = TestApp::spawn_with(
+        c,
+        AppOptions {
+            wechat_router: Some(sim.sim.router()),
+            ..TestApp::options(None)
+        },
+    )
+    .await;
+    app.wait_ready().await;
+    sim.sim
+        .set_push_targets(vec![format!("http://{}", app.http)]);
+    let report = sim.sim.push_now(None).await.unwrap();
+    assert!(report.accepted, "push refused: {report:?}");
+    // From here on the leader asks WeChat to resume pushes; with no target, each requested
+    // push fails at once instead of waiting on a socket.
+    sim.sim.set_push_targets(Vec::new());
+
+    tokio::time::pause();
+    // The first token comes once the new leader's lock-delay is over.
+    let first = eventually(Duration::from_secs(60), "first token", || async {
+        app.store.get_token(APPID).await.unwrap()
+    })
+    .await;
+    let start = Instant::now();
+    let mut obtained = vec![first.obtained_at_ms];
+    let mut samples = 0;
+    while start.elapsed() < DAY {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        samples += 1;
+        let token = app.store.get_token(APPID).await.unwrap().expect("a token");
+        assert!(
+            sim.sim.token_is_valid(&token.value),
+            "stored token rejected by WeChat after {:?}",
+            start.elapsed()
+        );
+        if Some(&token.obtained_at_ms) != obtained.last() {
+            obtained.push(token.obtained_at_ms);
+        }
+        let codes = app.store.pre_auth_ready(APPID, 0).await.unwrap().ready;
+        assert!(
+            codes >= 1,
+            "pre-auth pool empty after {:?}",
+            start.elapsed()
+        );
+    }
+    assert_eq!(samples, 24 * 60);
+
+    // Every refresh exactly when due (expiry − margin), measured on the store's clock.
+    let due_after = (token_ttl - margin).as_millis() as i64;
+    for (i, pair) in obtained.windows(2).enumerate() {
+        let interval = pair[1] - pair[0];
+        assert!(
+            (due_after..due_after + 1_000).contains(&interval),
+            "refresh {} came {interval} ms after the previous one; due after {due_after} ms",
+            i + 1
+        );
+    }
+    let st = stats(&sim).totals;
+    let ideal_tokens = 1 + (DAY.as_millis() as i64 / due_after) as u64;
+    assert_eq!(st.tokens_issued, ideal_tokens, "token calls over the day");
+    assert_eq!(obtained.len() as u64, ideal_tokens);
+    assert_eq!(st.calls.api_component_token, ideal_tokens);
+    assert_eq!((st.early_token_calls, st.overlapping_token_calls), (0, 0));
+    assert_eq!(st.invalid_token_calls, 0);
+
+    // Each code is replaced once within its margin of expiry: pool × day ÷ (lifetime − margin).
+    let code_due_after = (code_ttl - code_margin).as_secs();
+    let ideal_codes = pool as u64 * (1 + DAY.as_secs() / code_due_after);
+    assert!(
+        st.calls.api_create_preauthcode.abs_diff(ideal_codes) <= pool as u64,
+        "{} pre-auth calls, ideal {ideal_codes}",
+        st.calls.api_create_preauthcode
+    );
+
+    // No ticket for 30 minutes: ask WeChat to resume pushes, at most every 10 minutes.
+    let asks = st.calls.api_start_push_ticket;
+    let most = 1 + (DAY.as_secs() - 30 * 60) / (10 * 60);
+    assert!(
+        (most - 1..=most).contains(&asks),
+        "{asks} api_start_push_ticket calls, expected {most} (± the day's last instant)"
+    );
+}
