@@ -3,7 +3,7 @@
 //! replicas. While consumers read tokens and take pre-auth codes from random replicas (checking
 //! each at the simulator the moment it was read) and tickets are pushed to random replicas, the
 //! current leader is SIGKILLed, SIGTERMed and SIGSTOPped past its lease, and Redis is SIGSTOPped
-//! past the lease and SIGKILLed and restarted empty.
+//! past the lease, SIGSTOPped for TTL/4 (nothing may change) and SIGKILLed and restarted empty.
 //!
 //! What is checked is printed as a table before anything is asserted. Consumers only use
 //! replicas in rotation: one is taken out just before it is signalled (as a load balancer would
@@ -14,7 +14,8 @@
 //! - soak (`WXKEEPER_CHAOS_SOAK=1`): `WXKEEPER_CHAOS_ROUNDS` rounds (default 6) of every fault
 //!   in random order, at `WXKEEPER_CHAOS_TTL` (default 1s);
 //! - failover trials (`--ignored chaos_failover_trials`): `WXKEEPER_CHAOS_TRIALS` (default 10)
-//!   trials of each leader fault at TTL 1 s and 2 s, the figures in BENCHMARKS.md.
+//!   trials of each leader fault and of the two long Redis faults at TTL 1 s and 2 s, the
+//!   figures in BENCHMARKS.md.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -64,6 +65,8 @@ enum Fault {
     LeaderTerm,
     LeaderStop,
     RedisStop,
+    /// Redis SIGSTOPped for TTL/4, shorter than one renew period: nothing may change.
+    RedisBlip,
     RedisRestartEmpty,
     /// Redis restarts empty and, before the leader has written the credentials back, a
     /// follower restarts (a rolling deploy, a rescheduled pod). Not in [`Fault::ALL`]: see
@@ -72,11 +75,12 @@ enum Fault {
 }
 
 impl Fault {
-    const ALL: [Fault; 5] = [
+    const ALL: [Fault; 6] = [
         Fault::LeaderKill,
         Fault::LeaderTerm,
         Fault::LeaderStop,
         Fault::RedisStop,
+        Fault::RedisBlip,
         Fault::RedisRestartEmpty,
     ];
 
@@ -86,6 +90,7 @@ impl Fault {
             Fault::LeaderTerm => "leader SIGTERM",
             Fault::LeaderStop => "leader SIGSTOP",
             Fault::RedisStop => "Redis SIGSTOP",
+            Fault::RedisBlip => "Redis short SIGSTOP",
             Fault::RedisRestartEmpty => "Redis restart empty",
             Fault::RedisRestartEmptyThenReplicaRestart => "Redis restart empty + replica restart",
         }
@@ -120,6 +125,7 @@ impl Plan {
                 step(Fault::LeaderTerm, Some(5)),
                 step(Fault::LeaderStop, None),
                 step(Fault::RedisStop, Some(-100)),
+                step(Fault::RedisBlip, None),
                 step(Fault::RedisRestartEmpty, None),
             ],
         }
@@ -146,17 +152,25 @@ impl Plan {
         }
     }
 
-    /// Leader faults at random moments, for the failover distribution.
+    /// Leader and Redis faults at random moments, for the failover distributions.
     fn trials(ttl: Duration, trials: usize) -> Self {
         let steps = (0..trials)
-            .flat_map(|_| [Fault::LeaderKill, Fault::LeaderStop, Fault::LeaderTerm])
+            .flat_map(|_| {
+                [
+                    Fault::LeaderKill,
+                    Fault::LeaderStop,
+                    Fault::LeaderTerm,
+                    Fault::RedisStop,
+                    Fault::RedisRestartEmpty,
+                ]
+            })
             .map(|fault| Step {
                 fault,
                 aim_ms: None,
             })
             .collect();
         Self {
-            name: format!("failover trials: {trials} of each leader fault"),
+            name: format!("failover trials: {trials} of each leader and Redis fault"),
             ttl,
             steps,
         }
@@ -866,6 +880,35 @@ impl Cluster {
         }
     }
 
+    /// The epoch replica `i` reports leading with.
+    async fn epoch_of(&self, i: usize) -> u64 {
+        match self.ctx.lease_status(i).await {
+            Some((true, epoch)) => epoch,
+            other => panic!("replica {i} was the stable leader, now says {other:?}"),
+        }
+    }
+
+    /// Time from `since` until any replica reports leadership with an epoch above `epoch`.
+    async fn wait_leader_above(&self, epoch: u64, since: Instant) -> Duration {
+        let within = self.ttl * 3 + Duration::from_secs(10);
+        loop {
+            let probed = self.ctx.probed();
+            let looks =
+                futures::future::join_all(probed.iter().map(|&i| self.ctx.lease_status(i))).await;
+            if looks
+                .iter()
+                .any(|l| matches!(l, Some((true, e)) if *e > epoch))
+            {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < within,
+                "no replica led with an epoch above {epoch} within {within:?}"
+            );
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
+    }
+
     /// Holds off while a token call is being answered, so a kill rarely loses a freshly issued
     /// token (the contract allows that loss; the report counts any that happen anyway).
     async fn wait_no_token_call_in_flight(&self) {
@@ -992,18 +1035,51 @@ impl Cluster {
                 self.wait_ready(leader).await;
             }
             Fault::RedisStop => {
+                let epoch = self.epoch_of(leader).await;
                 self.redis.pause();
                 tokio::time::sleep(self.ttl * 2).await;
                 self.redis.resume();
                 let t0 = Instant::now();
-                self.stable_leader(Duration::from_secs(20)).await;
-                m.redis_stop_recovery.push(t0.elapsed());
+                m.redis_stop_recovery
+                    .push(self.wait_leader_above(epoch, t0).await);
+            }
+            Fault::RedisBlip => {
+                let epoch = self.epoch_of(leader).await;
+                self.redis.pause();
+                tokio::time::sleep(self.ttl / 4).await;
+                self.redis.resume();
+                // One renew period later the same term must still be the only one.
+                tokio::time::sleep(self.ttl / 3 + WATCH_EVERY).await;
+                let ctx = &self.ctx;
+                let looks = futures::future::join_all(
+                    ctx.probed()
+                        .into_iter()
+                        .map(|i| async move { (i, ctx.lease_status(i).await) }),
+                )
+                .await;
+                let now: Vec<(usize, u64)> = looks
+                    .into_iter()
+                    .filter_map(|(i, look)| match look {
+                        Some((true, e)) => Some((i, e)),
+                        _ => None,
+                    })
+                    .collect();
+                if now != [(leader, epoch)] {
+                    m.violations.push(format!(
+                        "a Redis pause of TTL/4 changed leadership: replica {leader} (epoch {epoch}) led before, {now:?} after"
+                    ));
+                }
             }
             Fault::RedisRestartEmpty | Fault::RedisRestartEmptyThenReplicaRestart => {
+                let epoch = self.epoch_of(leader).await;
                 self.redis.kill();
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 tokio::task::block_in_place(|| self.redis.start_again());
                 let t0 = Instant::now();
+                if fault == Fault::RedisRestartEmpty {
+                    m.redis_restart_leader
+                        .push(self.wait_leader_above(epoch, t0).await);
+                }
                 if fault == Fault::RedisRestartEmptyThenReplicaRestart {
                     let follower = (leader + 1) % REPLICAS;
                     self.ctx.out_of_rotation(follower, false);
@@ -1129,6 +1205,7 @@ struct Measurements {
     failover_stop: Vec<Duration>,
     handoff_term: Vec<Duration>,
     redis_stop_recovery: Vec<Duration>,
+    redis_restart_leader: Vec<Duration>,
     redis_reseed: Vec<Duration>,
     violations: Vec<String>,
 }
@@ -1416,10 +1493,16 @@ impl Report {
                 max_of(&self.m.handoff_term) <= Duration::from_secs(1),
             ),
             (
-                "leader again after Redis SIGCONT".into(),
+                "new leader after Redis SIGCONT".into(),
                 spread(&self.m.redis_stop_recovery),
-                "info".into(),
-                true,
+                format!("≤ {}", ms(ttl + Duration::from_secs(1))),
+                max_of(&self.m.redis_stop_recovery) <= ttl + Duration::from_secs(1),
+            ),
+            (
+                "new leader after Redis restart empty".into(),
+                spread(&self.m.redis_restart_leader),
+                format!("≤ {}", ms(ttl + Duration::from_secs(1))),
+                max_of(&self.m.redis_restart_leader) <= ttl + Duration::from_secs(1),
             ),
             (
                 "token+ticket re-seeded after Redis restart empty".into(),
