@@ -4,9 +4,8 @@
 //! once configuration is loaded, both listeners are bound and the store has been contacted once
 //! (the stored credentials are then in memory), and 503 while shutting down; it never depends
 //! on the lease or on a token, so a fresh deployment becomes ready and can receive its first
-//! push. A replica that finds no token in Redis first waits up to [`crate::app::RESTORE_WAIT`]
-//! for another replica to write one back (a Redis restarted empty), so it is not ready with
-//! nothing to serve while a valid token exists. `/status` is this replica's view, without secrets.
+//! push. (A replica that is ready without a token holds token reads for a moment after start
+//! instead: see [`crate::app::RESTORE_WAIT`].) `/status` is this replica's view, without secrets.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;

@@ -45,16 +45,17 @@ pub struct AppOptions {
     /// Answer WeChat calls with this router in-process instead of calling
     /// `config.wechat_api_base` over HTTP (tests on tokio's paused clock).
     pub wechat_router: Option<axum::Router>,
-    /// How long a replica that finds no token in a shared store waits for one before it
-    /// reports ready (see [`RESTORE_WAIT`]).
+    /// How long after start a replica that found no token in a shared store holds token reads
+    /// that would answer 503, waiting for one to be written back (see [`RESTORE_WAIT`]).
     pub restore_wait: Duration,
 }
 
 /// A Redis restarted empty loses the token while the running replicas still hold it; they
 /// write it back once their notice subscription is re-made (backoff ≤ 0.5 s) and a reload
-/// succeeds (retried at most every 2 s). A replica starting in that window would otherwise be
-/// ready with nothing to serve and answer 503 while a valid token exists, so it waits this
-/// long for one. A fresh deployment, with no token anywhere yet, is ready this much later.
+/// succeeds (retried at most every 2 s). A replica that starts in that window is ready (the
+/// store answered) with nothing to serve; rather than answer 503 while a valid token exists,
+/// its token reads wait for the write-back, this long after start at most. In a fresh
+/// deployment, with no token anywhere yet, reads in that window answer 503 this much later.
 pub const RESTORE_WAIT: Duration = Duration::from_secs(3);
 
 impl Default for AppOptions {
@@ -262,8 +263,10 @@ impl App {
                 loop {
                     match view.reload_all().await {
                         Ok(()) => {
-                            if !view.wait_for_tokens(restore_wait).await {
-                                info!("no token in the store yet; ready without one");
+                            if !restore_wait.is_zero() && !view.has_every_token() {
+                                view.expect_restore_until(
+                                    tokio::time::Instant::now() + restore_wait,
+                                );
                             }
                             lifecycle.set_ready();
                             info!("store contacted, credentials loaded: ready");

@@ -42,8 +42,11 @@ pub struct CredentialView {
     metrics: Arc<Metrics>,
     clock: WallClock,
     pre_auth_margin: Duration,
-    /// Bumped whenever a token enters the copy, for [`CredentialView::wait_for_tokens`].
+    /// Bumped whenever a token enters the copy, for [`CredentialView::token_or_restored`].
     token_changed: watch::Sender<()>,
+    /// Until then a token the store lost may still be written back by another replica (see
+    /// [`CredentialView::expect_restore_until`]).
+    restore_until: RwLock<Option<tokio::time::Instant>>,
 }
 
 impl CredentialView {
@@ -67,6 +70,7 @@ impl CredentialView {
             clock,
             pre_auth_margin,
             token_changed: watch::Sender::new(()),
+            restore_until: RwLock::new(None),
         }
     }
 
@@ -89,19 +93,36 @@ impl CredentialView {
         self.get(platform)?.token.filter(|t| t.expires_at_ms > now)
     }
 
-    /// Waits until every platform holds an unexpired token, at most `within`; true if they all
-    /// do.
-    pub async fn wait_for_tokens(&self, within: Duration) -> bool {
+    /// Whether every platform holds an unexpired token.
+    pub fn has_every_token(&self) -> bool {
+        self.platforms.iter().all(|p| self.valid_token(p).is_some())
+    }
+
+    /// Until `until`, a token read that finds nothing waits for a token instead of answering
+    /// at once: another replica may still write back a token the store lost.
+    pub fn expect_restore_until(&self, until: tokio::time::Instant) {
+        *self.restore_until.write().expect("restore lock") = Some(until);
+    }
+
+    /// The current token; or, inside the window of [`CredentialView::expect_restore_until`],
+    /// the first one that arrives before the window closes.
+    pub async fn token_or_restored(&self, platform: &str) -> Option<CredentialRecord> {
+        if let Some(t) = self.valid_token(platform) {
+            return Some(t);
+        }
+        let until = (*self.restore_until.read().expect("restore lock"))?;
         let mut changes = self.token_changed.subscribe();
-        let all_valid = || self.platforms.iter().all(|p| self.valid_token(p).is_some());
-        let waited = tokio::time::timeout(within, async {
-            while !all_valid() {
+        tokio::time::timeout_at(until, async {
+            loop {
+                if let Some(t) = self.valid_token(platform) {
+                    return t;
+                }
                 // The sender lives in `self`, so this never fails while we wait.
                 let _ = changes.changed().await;
             }
         })
-        .await;
-        waited.is_ok()
+        .await
+        .ok()
     }
 
     /// Reloads every platform and re-estimates the clock offset.

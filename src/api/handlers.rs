@@ -2,7 +2,8 @@
 //! count the answer in `wxkeeper_token_api_requests_total` and log it at debug.
 //!
 //! The token read is served from the in-memory view only, so it keeps working through a store
-//! outage. The pre-auth endpoints pop from the store's pool, which hands each code to exactly
+//! outage. Right after start, a replica that found no token waits briefly for one to be written
+//! back before it answers 503 (see `app::RESTORE_WAIT`). The pre-auth endpoints pop from the store's pool, which hands each code to exactly
 //! one caller across all replicas; an empty pool wakes the leader to refill it.
 
 use axum::body::{Body, Bytes};
@@ -95,7 +96,7 @@ async fn answer(
 /// `GET /v1/platforms/{component_appid}/component_access_token`
 pub async fn token(State(st): State<ApiState>, path: PlatformPath, headers: HeaderMap) -> Response {
     answer(&st, Endpoint::Token, path, &headers, async |p| {
-        serve_token(&st, p)
+        serve_token(&st, p).await
     })
     .await
 }
@@ -165,8 +166,8 @@ struct InvalidReport {
     component_access_token: String,
 }
 
-fn serve_token(st: &ApiState, platform: &str) -> Result<Response, ApiError> {
-    let token = st.view.valid_token(platform);
+async fn serve_token(st: &ApiState, platform: &str) -> Result<Response, ApiError> {
+    let token = st.view.token_or_restored(platform).await;
     // `now` is read after the view's own expiry check, and the check is repeated against it,
     // so `expires_in` is computed at answer time and can never describe an expired token.
     let now = st.view.store_now_ms();
