@@ -125,7 +125,26 @@ impl Drop for RedisServer {
     }
 }
 
+/// A loopback port nobody listens on, for a child process to bind later (and again after a
+/// restart). Chosen below the kernel's ephemeral range, so an outgoing connection made in the
+/// meantime cannot take it as its local port (a replica once failed to start on "address
+/// in use" that way); at random, so parallel tests rarely pick the same one.
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 1_000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..100 {
+            let port = rng.gen_range(LOWEST..ephemeral_low);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
