@@ -47,10 +47,17 @@ const PREAUTH_TTL: &str = "10s";
 const GRACE: &str = "2s";
 /// Makes a token call last long enough that two overlapping calls would be seen.
 const LATENCY: &str = "20ms";
-/// Refresh 5 s before expiry (15 s into a 20 s token); hand out codes with at least 3 s left.
-const REFRESH_MARGIN: &str = "5s";
+/// Hand out codes with at least 3 s left.
 const PRE_AUTH_MARGIN: &str = "3s";
 const SHUTDOWN_GRACE: &str = "1s";
+
+/// How long before expiry the token is refreshed: 5 s (15 s into a 20 s token), or more at
+/// longer lease TTLs. A refresh that falls due just as Redis stops waits out the pause (2 TTL)
+/// and the next leader's lock-delay (1 TTL) before it can happen, and the margin must cover
+/// that plus a little, or the token expires first (as it did at TTL 2 s with a 5 s margin).
+fn refresh_margin(ttl: Duration) -> Duration {
+    (ttl * 3 + Duration::from_secs(2)).max(Duration::from_secs(5))
+}
 
 /// How often the failover watcher and the leadership sampler look.
 const WATCH_EVERY: Duration = Duration::from_millis(10);
@@ -791,7 +798,10 @@ impl Cluster {
                 "WXKEEPER_LEASE_TTL",
                 humantime::format_duration(self.ttl).to_string(),
             )
-            .env("WXKEEPER_REFRESH_MARGIN", REFRESH_MARGIN)
+            .env(
+                "WXKEEPER_REFRESH_MARGIN",
+                humantime::format_duration(refresh_margin(self.ttl)).to_string(),
+            )
             .env("WXKEEPER_PRE_AUTH_MARGIN", PRE_AUTH_MARGIN)
             .env("WXKEEPER_SHUTDOWN_GRACE", SHUTDOWN_GRACE);
     }
@@ -1112,9 +1122,8 @@ impl Cluster {
             .query_async(&mut c)
             .await
             .expect("redis TIME");
-        let margin = humantime::parse_duration(REFRESH_MARGIN)
-            .expect("margin")
-            .min(humantime::parse_duration(TOKEN_TTL).expect("ttl") / 2);
+        let margin =
+            refresh_margin(self.ttl).min(humantime::parse_duration(TOKEN_TTL).expect("ttl") / 2);
         let due = expires_at - margin.as_millis() as i64;
         let wait = due + offset_ms - (secs * 1000 + micros / 1000);
         if wait > 0 {
@@ -1588,9 +1597,10 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\nchaos suite, {} — lease TTL {}, token {TOKEN_TTL}, pre-auth {PREAUTH_TTL}, grace {GRACE}, {:.0} s",
+            "\nchaos suite, {} — lease TTL {}, token {TOKEN_TTL} refreshed {} before expiry, pre-auth {PREAUTH_TTL}, grace {GRACE}, {:.0} s",
             self.plan,
             ms(self.ttl),
+            ms(refresh_margin(self.ttl)),
             self.elapsed.as_secs_f64()
         );
         let _ = writeln!(out, "faults: {}", faults.join(", "));
