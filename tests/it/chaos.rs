@@ -421,6 +421,25 @@ impl Ctx {
         ))
     }
 
+    /// Whether a probed replica leads with its lock-delay over (`/status`).
+    async fn acting_leader_exists(&self) -> bool {
+        let looks = futures::future::join_all(self.probed().into_iter().map(|i| async move {
+            let v: serde_json::Value = self
+                .http
+                .get(format!("{}/status", self.admins[i]))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(v["lease"]["leader"] == true && v["lease"]["lock_delay_ms"] == 0)
+        }))
+        .await;
+        looks.into_iter().any(|l| l == Some(true))
+    }
+
     /// `wxkeeper_leader` and `wxkeeper_lease_epoch` from replica `i`'s `/metrics`.
     async fn scrape_leader(&self, i: usize) -> Option<(bool, u64)> {
         let text = self
@@ -989,7 +1008,20 @@ impl Cluster {
         }
     }
 
+    /// Between faults: until a leader may act (its lock-delay over, so a refresh that fell due
+    /// during the fault has been made), then a quiet 1.5–2.5 s. Each fault then lands on a
+    /// recovered cluster; stacked inside each other's lock-delays, three faults once kept a due
+    /// refresh back for longer than the margin, which no single fault can.
     async fn sleep_settle(&self) {
+        let deadline = Instant::now() + self.ttl * 4 + Duration::from_secs(10);
+        while !self.ctx.acting_leader_exists().await {
+            assert!(
+                Instant::now() < deadline,
+                "no leader past its lock-delay within {:?} of the fault",
+                self.ttl * 4 + Duration::from_secs(10)
+            );
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
         let jitter = rand::thread_rng().gen_range(0..1000);
         tokio::time::sleep(Duration::from_millis(1500 + jitter)).await;
     }
