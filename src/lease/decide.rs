@@ -83,6 +83,28 @@ pub fn decide(role: &Role, now: Instant) -> Action {
     }
 }
 
+/// The store connection was re-made: Redis may have restarted (perhaps empty) or failed over,
+/// and a lease may not have survived. A follower tries to acquire at once; a leader renews at
+/// once, so it learns now, not at its next renew, whether it still leads.
+pub fn after_reconnect(role: Role, now: Instant) -> Role {
+    match role {
+        Role::Follower { .. } => Role::Follower { next_attempt: now },
+        Role::Leader {
+            id,
+            valid_until,
+            next_renew,
+            act_after,
+            failures,
+        } => Role::Leader {
+            id,
+            valid_until,
+            next_renew: next_renew.min(now),
+            act_after,
+            failures,
+        },
+    }
+}
+
 /// After an acquire sent at `sent`, answered (or not) at `now`.
 pub fn after_acquire(
     t: Timing,
@@ -382,6 +404,29 @@ mod tests {
             Role::Follower {
                 next_attempt: t0 + ms(3401)
             }
+        );
+    }
+
+    #[test]
+    fn a_reconnect_checks_the_lease_at_once() {
+        let t0 = Instant::now();
+        let now = t0 + ms(1000);
+        let l = after_reconnect(leader(t0, false), now);
+        assert_eq!(decide(&l, now), Action::Renew, "a leader renews at once");
+        let Role::Leader { valid_until, .. } = l else {
+            panic!()
+        };
+        assert_eq!(valid_until, t0 + ms(8900), "validity is not touched");
+        let f = after_reconnect(
+            Role::Follower {
+                next_attempt: t0 + ms(9000),
+            },
+            now,
+        );
+        assert_eq!(
+            decide(&f, now),
+            Action::Acquire,
+            "a follower acquires at once"
         );
     }
 

@@ -14,7 +14,9 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::decide::{after_acquire, after_renew, decide, Action, RenewResult, Role, Timing};
+use super::decide::{
+    after_acquire, after_reconnect, after_renew, decide, Action, RenewResult, Role, Timing,
+};
 use super::{Leadership, Term};
 use crate::metrics::Metrics;
 use crate::notices::{HubEvent, NoticeHub};
@@ -70,11 +72,16 @@ impl Elector {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = sleep_until(until) => {}
-                        ev = self.events.recv(), if follower && listening => match ev {
-                            Ok(HubEvent::Notice(Notice::LeaseReleased))
-                            | Ok(HubEvent::Resubscribed)
-                            | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        ev = self.events.recv(), if listening => match ev {
+                            Ok(HubEvent::Notice(Notice::LeaseReleased)) if follower => {
                                 role = Role::Follower { next_attempt: Instant::now() };
+                            }
+                            // Notices may have been lost, or Redis restarted: look at the
+                            // lease now (a leader whose lease is gone stops reporting
+                            // leadership at once instead of at its next renew).
+                            Ok(HubEvent::Resubscribed)
+                            | Err(broadcast::error::RecvError::Lagged(_)) => {
+                                role = after_reconnect(role, Instant::now());
                             }
                             Ok(_) => {}
                             Err(broadcast::error::RecvError::Closed) => listening = false,
