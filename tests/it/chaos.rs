@@ -1567,9 +1567,10 @@ impl Report {
                 true,
             ),
         ];
-        // While Redis restarts empty the old leader cannot know its lease is gone until its
-        // next renew, so it may still say 1 for up to TTL/3 next to the new one (which is
-        // in its lock-delay and does not act yet): shown, not held against the service.
+        // While Redis restarts empty the old leader cannot know its lease is gone until it
+        // reconnects and renews (it renews at once then), so for a moment it may still say 1
+        // next to a new leader that reconnected first (which is in its lock-delay and does not
+        // act yet): shown, not held against the service.
         let emptied = [
             Fault::RedisRestartEmpty.label(),
             Fault::RedisRestartEmptyThenReplicaRestart.label(),
