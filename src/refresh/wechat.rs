@@ -307,6 +307,72 @@ mod tests {
         );
     }
 
+    /// A router that answers every path with `status` and `body`, and records what it got.
+    fn wechat_answering(
+        status: axum::http::StatusCode,
+        body: &'static str,
+        seen: Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> axum::Router {
+        axum::Router::new().fallback(move |uri: axum::http::Uri, payload: String| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(format!("{uri} {payload}"));
+                (status, body)
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn in_process_requests_carry_the_wire_format_and_errors_are_classified() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ok = WeChatClient::in_process(
+            wechat_answering(
+                axum::http::StatusCode::OK,
+                r#"{"pre_auth_code":"code-1","expires_in":600}"#,
+                seen.clone(),
+            ),
+            Duration::from_secs(1),
+            Arc::new(Metrics::new()),
+        );
+        let issued = ok.create_preauthcode("wxappid", "tok+en").await.unwrap();
+        assert_eq!(
+            (issued.value.as_str(), issued.expires_in_s),
+            ("code-1", 600)
+        );
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [
+                r#"/cgi-bin/component/api_create_preauthcode?component_access_token=tok%2Ben {"component_appid":"wxappid"}"#
+            ]
+        );
+
+        let revoked = WeChatClient::in_process(
+            wechat_answering(
+                axum::http::StatusCode::OK,
+                r#"{"errcode":40001,"errmsg":"invalid credential"}"#,
+                seen.clone(),
+            ),
+            Duration::from_secs(1),
+            Arc::new(Metrics::new()),
+        );
+        let e = revoked
+            .create_preauthcode("wxappid", "t")
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), ErrorClass::TokenInvalid);
+
+        let broken = WeChatClient::in_process(
+            wechat_answering(axum::http::StatusCode::BAD_GATEWAY, "", seen),
+            Duration::from_secs(1),
+            Arc::new(Metrics::new()),
+        );
+        let e = broken
+            .start_push_ticket("wxappid", "secret")
+            .await
+            .unwrap_err();
+        assert_eq!(e, WeChatError::Transport("HTTP 502".into()));
+    }
+
     #[test]
     fn issued_requires_value_and_lifetime() {
         assert!(issued(Some("t".into()), Some(7200)).is_ok());
