@@ -463,6 +463,35 @@ impl Ctx {
         ))
     }
 
+    /// `wxkeeper_lease_self_fence_total` of replica `i` (asked until it answers).
+    async fn self_fences(&self, i: usize) -> u64 {
+        for _ in 0..20 {
+            let text = async {
+                self.http
+                    .get(format!("{}/metrics", self.admins[i]))
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()
+            };
+            if let Some(v) = text.await.and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("wxkeeper_lease_self_fence_total ")?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+            }) {
+                return v as u64;
+            }
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
+        panic!("replica {i} did not answer /metrics");
+    }
+
     /// Replicas among `among` whose `/status` says they lead now.
     async fn leaders_among(&self, among: &[usize]) -> Vec<usize> {
         let answers = futures::future::join_all(among.iter().map(|&i| self.lease_status(i))).await;
@@ -1102,28 +1131,28 @@ impl Cluster {
             }
             Fault::RedisBlip => {
                 let epoch = self.epoch_of(leader).await;
+                let fences_before = self.ctx.self_fences(leader).await;
                 self.redis.pause();
                 tokio::time::sleep(self.ttl / 4).await;
                 self.redis.resume();
-                // One renew period later the same term must still be the only one.
+                // One renew period later the lease in Redis must still name the same term,
+                // and the leader must not have stepped down in between (a self-fence followed
+                // by an idempotent re-acquire would keep the epoch).
                 tokio::time::sleep(self.ttl / 3 + WATCH_EVERY).await;
-                let ctx = &self.ctx;
-                let looks = futures::future::join_all(
-                    ctx.probed()
-                        .into_iter()
-                        .map(|i| async move { (i, ctx.lease_status(i).await) }),
-                )
-                .await;
-                let now: Vec<(usize, u64)> = looks
-                    .into_iter()
-                    .filter_map(|(i, look)| match look {
-                        Some((true, e)) => Some((i, e)),
-                        _ => None,
-                    })
-                    .collect();
-                if now != [(leader, epoch)] {
+                let lease: Option<String> = redis::cmd("GET")
+                    .arg(Keys::new("wxkeeper:").lease())
+                    .query_async(&mut self.redis_conn().await)
+                    .await
+                    .expect("GET lease");
+                let fences_after = self.ctx.self_fences(leader).await;
+                let same_term = lease
+                    .as_deref()
+                    .is_some_and(|l| l.ends_with(&format!(":{epoch}")));
+                if !same_term || fences_after != fences_before {
                     m.violations.push(format!(
-                        "a Redis pause of TTL/4 changed leadership: replica {leader} (epoch {epoch}) led before, {now:?} after"
+                        "a Redis pause of TTL/4 changed leadership: replica {leader} led epoch {epoch} \
+                         before; after, the lease is {lease:?} and its self-fences went from \
+                         {fences_before} to {fences_after}"
                     ));
                 }
             }
