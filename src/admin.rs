@@ -5,7 +5,8 @@
 //! (the stored credentials are then in memory), and 503 while shutting down; it never depends
 //! on the lease or on a token, so a fresh deployment becomes ready and can receive its first
 //! push. (A replica that is ready without a token holds token reads for a moment after start
-//! instead: see [`crate::app::RESTORE_WAIT`].) `/status` is this replica's view, without secrets.
+//! instead: see [`crate::app::RESTORE_WAIT`].) `/status` is this replica's view, without
+//! secrets.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;

@@ -3,8 +3,9 @@
 //!
 //! The token read is served from the in-memory view only, so it keeps working through a store
 //! outage. Right after start, a replica that found no token waits briefly for one to be written
-//! back before it answers 503 (see `app::RESTORE_WAIT`). The pre-auth endpoints pop from the store's pool, which hands each code to exactly
-//! one caller across all replicas; an empty pool wakes the leader to refill it.
+//! back before it answers 503 (see `app::RESTORE_WAIT`). The pre-auth endpoints pop from the
+//! store's pool, which hands each code to exactly one caller across all replicas; an empty pool
+//! wakes the leader to refill it.
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;

@@ -95,14 +95,17 @@ struct Reply {
 pub struct WeChatClient {
     transport: Transport,
     base: url::Url,
-    timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 #[derive(Clone)]
 enum Transport {
+    /// The client carries its own timeouts.
     Http(reqwest::Client),
-    InProcess(axum::Router),
+    InProcess {
+        router: axum::Router,
+        timeout: Duration,
+    },
 }
 
 /// Largest reply read from an in-process router (WeChat's replies are a few hundred bytes).
@@ -120,7 +123,6 @@ impl WeChatClient {
         Self {
             transport: Transport::Http(http),
             base,
-            timeout,
             metrics,
         }
     }
@@ -128,9 +130,8 @@ impl WeChatClient {
     /// A client whose requests are answered by `router` in this process, never over a socket.
     pub fn in_process(router: axum::Router, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
-            transport: Transport::InProcess(router),
+            transport: Transport::InProcess { router, timeout },
             base: url::Url::parse("http://wechat.in-process/").expect("a valid URL"),
-            timeout,
             metrics,
         }
     }
@@ -210,8 +211,8 @@ impl WeChatClient {
     async fn send(&self, url: url::Url, body: serde_json::Value) -> Result<Reply, WeChatError> {
         let reply = match &self.transport {
             Transport::Http(http) => send_http(http, url, body).await?,
-            Transport::InProcess(router) => {
-                tokio::time::timeout(self.timeout, send_in_process(router, url, body))
+            Transport::InProcess { router, timeout } => {
+                tokio::time::timeout(*timeout, send_in_process(router, url, body))
                     .await
                     .map_err(|_| WeChatError::Transport("timed out".into()))??
             }
